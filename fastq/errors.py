@@ -1,0 +1,43 @@
+"""Exceptions raised by fastq. Celery's names are re-exported by ``fastq.compat``."""
+from __future__ import annotations
+
+
+class FastqError(Exception):
+    """Base class of every fastq error."""
+
+
+class DecodeError(FastqError):
+    """A message or result could not be decoded (malformed, truncated, or a codec not accepted)."""
+
+
+class EncodeError(FastqError):
+    """Arguments or a result could not be encoded with the chosen serializer."""
+
+
+class NotRegistered(FastqError, KeyError):
+    """A task name that this process does not know."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return Exception.__str__(self)
+
+
+class TimeoutError(FastqError, TimeoutError):  # noqa: A001 - mirrors celery.exceptions.TimeoutError
+    """``AsyncResult.get(timeout=...)`` ran out of time."""
+
+
+class BrokerUnavailable(FastqError):
+    """No broker answers and none could be started."""
+
+
+class TaskError(FastqError):
+    """A task failed with an exception this process cannot rebuild with its own type.
+
+    ``remote_type`` is the dotted name of the exception class on the worker, ``remote_message`` its
+    message and ``remote_traceback`` the formatted traceback.
+    """
+
+    def __init__(self, remote_type: str, remote_message: str, remote_traceback: str | None = None):
+        super().__init__(f"{remote_type}: {remote_message}")
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
