@@ -1,0 +1,3 @@
+from fastq.cli import main
+
+main()

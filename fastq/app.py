@@ -1,0 +1,110 @@
+"""The App: configuration, the task registry, and the way messages leave the process."""
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, overload
+
+from fastq.broker import Broker, connect
+from fastq.broker.embedded import resolve_broker_url
+from fastq.config import Settings
+from fastq.errors import NotRegistered
+from fastq.result import AsyncResult
+from fastq.task import Task
+
+_current: App | None = None
+_batch: contextvars.ContextVar[list | None] = contextvars.ContextVar("fastq_batch", default=None)
+
+
+def current_app() -> App:
+    """The most recently created App (Celery's ``current_app``); a default one if none exists."""
+    return _current if _current is not None else App()
+
+
+class App:
+    """``App("proj", broker="redis://...")``; settings are the fields of :class:`fastq.config.Settings`."""
+
+    def __init__(self, main: str = "fastq", broker: str | None = None,
+                 result_backend: str | None = None, **settings: Any):
+        global _current
+        self.main = main
+        self.conf = Settings.from_env(broker_url=broker, result_backend=result_backend, **settings)
+        self.tasks: dict[str, Task] = {}
+        self._broker: Broker | None = None
+        _current = self
+
+    def __repr__(self) -> str:
+        return f"<fastq.App {self.main}>"
+
+    # -- the broker, connected on first use ----------------------------------------------
+    @property
+    def broker(self) -> Broker:
+        if self._broker is None:
+            url = resolve_broker_url(self.conf.broker_url)
+            self.conf.broker_url = url
+            self._broker = connect(url, self.conf.result_backend)
+        return self._broker
+
+    def close(self) -> None:
+        if self._broker is not None:
+            self._broker.close()
+            self._broker = None
+
+    # -- tasks ------------------------------------------------------------------------------
+    @overload
+    def task(self, fn: Callable) -> Task: ...
+
+    @overload
+    def task(self, fn: None = None, **options: Any) -> Callable[[Callable], Task]: ...
+
+    def task(self, fn: Callable | None = None, *, name: str | None = None, **options: Any):
+        """Register a function as a task: ``@app.task`` or ``@app.task(name=, queue=, priority=,
+        ignore_result=, serializer=, bind=)``."""
+
+        def register(func: Callable) -> Task:
+            task_name = name or self._default_name(func)
+            task = Task(self, func, task_name, **options)
+            self.tasks[task_name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def _default_name(self, func: Callable) -> str:
+        module = func.__module__
+        if module == "__main__":
+            module = self.main
+        return f"{module}.{func.__qualname__}"
+
+    def get_task(self, name: str) -> Task:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise NotRegistered(f"task {name!r} is not registered in {self!r}") from None
+
+    def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
+        return AsyncResult(task_id, self)
+
+    # -- sending ----------------------------------------------------------------------------
+    def send_message(self, queue: str, level: int, data: bytes) -> None:
+        pending = _batch.get()
+        if pending is None:
+            self.broker.send(queue, level, data)
+        else:
+            pending.append((queue, level, data))
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Collect every message sent inside the block and send them in one pipelined round trip
+        when it ends (nothing is sent if the block raises). Nested blocks join the outer one."""
+        if _batch.get() is not None:
+            yield
+            return
+        pending: list = []
+        token = _batch.set(pending)
+        try:
+            yield
+        finally:
+            _batch.reset(token)
+        if pending:
+            self.broker.send_many(pending)

@@ -1,0 +1,20 @@
+"""Brokers: Redis Streams for real work, ``memory://`` for users' unit tests."""
+from __future__ import annotations
+
+from fastq.broker.base import Broker, Delivery, Finish, StreamStats
+
+
+def connect(url: str, result_url: str | None = None) -> Broker:
+    """A broker for ``url`` (redis://, rediss://, unix://, memory://)."""
+    if url.startswith("memory://"):
+        from fastq.broker.memory import MemoryBroker
+
+        return MemoryBroker.named(url)
+    if url.split("://", 1)[0] in ("redis", "rediss", "unix"):
+        from fastq.broker.redis import RedisBroker
+
+        return RedisBroker(url, result_url=result_url)
+    raise ValueError(f"unsupported broker url {url!r}: use redis://host:port/db or memory://")
+
+
+__all__ = ["Broker", "Delivery", "Finish", "StreamStats", "connect"]

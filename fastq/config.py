@@ -1,0 +1,56 @@
+"""Settings of an App, validated by pydantic. Environment variables ``FASTQ_<NAME>`` override defaults."""
+from __future__ import annotations
+
+import os
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SERIALIZERS = ("msgpack", "json", "pickle")
+
+
+class Settings(BaseModel):
+    """All knobs of an App. Unknown keys are rejected so that a typo is an error, not a no-op."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    broker_url: str | None = None
+    result_backend: str | None = None  # None = the broker's Redis
+    result_expires: float = Field(86400.0, gt=0, description="seconds a result is kept")
+    default_queue: str = "default"
+    default_priority: int = Field(2, ge=0, le=4)
+    serializer: str = "msgpack"
+    accept_content: list[str] = ["msgpack", "json"]
+    compress_threshold: int = Field(16384, ge=0, description="lz4 bodies above this many bytes; 0 = never")
+    prefetch: int = Field(100, ge=1, description="messages a child fetches per stream and round")
+    block_ms: int = Field(1000, ge=1, description="longest a child blocks in one fetch")
+    flush_ms: float = Field(20.0, ge=0, description="a busy child writes results and acks at least this often")
+    priority_weights: tuple[float, float, float, float, float] = (16.0, 8.0, 4.0, 2.0, 1.0)
+    priority_ageing_ms: float = Field(5000.0, ge=0, description="head age that doubles a level's weight")
+    async_concurrency: int = Field(100, ge=1)
+    heartbeat_s: float = Field(2.0, gt=0)
+
+    @field_validator("serializer")
+    @classmethod
+    def _known_serializer(cls, v: str) -> str:
+        if v not in SERIALIZERS:
+            raise ValueError(f"serializer must be one of {SERIALIZERS}, not {v!r}")
+        return v
+
+    @field_validator("accept_content")
+    @classmethod
+    def _known_content(cls, v: list[str]) -> list[str]:
+        bad = [c for c in v if c not in SERIALIZERS]
+        if bad:
+            raise ValueError(f"unknown content types {bad}; known: {SERIALIZERS}")
+        return v
+
+    @classmethod
+    def from_env(cls, **overrides) -> Settings:
+        """Defaults, then ``FASTQ_*`` environment variables, then explicit ``overrides``."""
+        values: dict = {}
+        for name in cls.model_fields:
+            env = os.environ.get(f"FASTQ_{name.upper()}")
+            if env is not None:
+                values[name] = env.split(",") if name == "accept_content" else env
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

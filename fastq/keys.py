@@ -1,0 +1,49 @@
+"""Every Redis key fastq uses is built here, and only here (see docs/architecture.md §Keys).
+
+Queue keys carry the queue name in a hash tag (``{Q}``) so that one queue's streams, delayed set and
+dead-letter stream live in one cluster slot and Lua scripts may touch them together.
+"""
+from __future__ import annotations
+
+GROUP = "fastq"
+LEVELS = 5
+PRIORITY_NAMES = ("critical", "high", "normal", "low", "batch")
+QUEUES = "fastq:queues"  # set of queue names ever sent to (for status, purge, maintenance)
+
+
+def stream(queue: str, level: int) -> str:
+    """Ready messages of ``queue`` at priority ``level`` (0 = critical .. 4 = batch)."""
+    return f"fastq:{{{queue}}}:p{level}"
+
+
+def streams(queue: str) -> list[str]:
+    return [stream(queue, level) for level in range(LEVELS)]
+
+
+def parse_stream(key: str | bytes) -> tuple[str, int]:
+    """Inverse of :func:`stream`: ``(queue, level)``."""
+    if isinstance(key, bytes):
+        key = key.decode()
+    head, _, tail = key.rpartition(":p")
+    return head[len("fastq:{"):-1], int(tail)
+
+
+def delayed(queue: str) -> str:
+    return f"fastq:{{{queue}}}:delayed"
+
+
+def dlq(queue: str) -> str:
+    return f"fastq:{{{queue}}}:dlq"
+
+
+def result(task_id: str) -> str:
+    """A list holding the task's terminal result record (see result.py for why a list)."""
+    return f"fastq:r:{task_id}"
+
+
+def worker(consumer: str) -> str:
+    """Heartbeat of one worker child (TTL)."""
+    return f"fastq:w:{consumer}"
+
+
+WORKER_PATTERN = "fastq:w:*"

@@ -1,0 +1,151 @@
+"""Result records and ``AsyncResult``.
+
+A finished task's record is pushed to the list ``fastq:r:{id}`` (with a TTL). A list, not a string,
+because a waiter can then block on the key itself (``BLMOVE key key``): one key and two commands per
+result instead of a value plus a separate notice list, and no window between "check" and "wait".
+"""
+from __future__ import annotations
+
+import builtins
+import time
+import traceback as tb_module
+from typing import TYPE_CHECKING, Any
+
+from fastq import states
+from fastq._core import pack_value, unpack_value
+from fastq.errors import EncodeError, TaskError
+from fastq.errors import TimeoutError as FastqTimeoutError
+
+if TYPE_CHECKING:
+    from fastq.app import App
+
+# record layout: [state, value, exc_type, exc_args, traceback, date_done_ms, task_name]
+_SIMPLE = (str, int, float, bool, type(None))
+
+
+def exception_record(exc: BaseException, task_name: str, codec: int, threshold: int,
+                     state: str = states.FAILURE) -> bytes:
+    cls = type(exc)
+    type_name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    args = list(exc.args) if all(isinstance(a, _SIMPLE) for a in exc.args) else [str(exc)]
+    trace = "".join(tb_module.format_exception(exc))
+    record = [state, str(exc), type_name, args, trace, int(time.time() * 1000), task_name]
+    try:
+        return pack_value(record, codec, threshold)
+    except EncodeError:  # e.g. non-UTF-8 text under json: fall back to msgpack
+        return pack_value(record, 0, threshold)
+
+
+def success_record(value: Any, task_name: str, codec: int, threshold: int) -> bytes:
+    """Encode a return value; a value the codec cannot carry becomes a FAILURE (EncodeError)."""
+    try:
+        return pack_value([states.SUCCESS, value, None, None, None, int(time.time() * 1000), task_name],
+                          codec, threshold)
+    except EncodeError as exc:
+        return exception_record(exc, task_name, codec, threshold)
+
+
+def rebuild_exception(type_name: str, args: list, message: str, trace: str | None) -> BaseException:
+    """Builtin exceptions come back with their own type; anything else as TaskError."""
+    cls = getattr(builtins, type_name, None) if "." not in type_name else None
+    if isinstance(cls, type) and issubclass(cls, BaseException):
+        try:
+            exc = cls(*args)
+        except Exception:
+            exc = cls(message)
+        exc.__notes__ = [f"remote traceback:\n{trace}"] if trace else []
+        return exc
+    return TaskError(type_name, message, trace)
+
+
+class AsyncResult:
+    """A handle on one task's outcome. Cheap to create; talks to Redis only when asked."""
+
+    __slots__ = ("id", "app", "_record")
+
+    def __init__(self, id: str, app: App | None = None):  # noqa: A002 - Celery's name
+        from fastq.app import current_app
+
+        self.id = id
+        self.app = app or current_app()
+        self._record: list | None = None
+
+    def __repr__(self) -> str:
+        return f"<AsyncResult: {self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AsyncResult) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def _decode(self, data: bytes | None) -> list | None:
+        if data is None:
+            return None
+        record = unpack_value(data, accept_pickle="pickle" in self.app.conf.accept_content)
+        self._record = record
+        return record
+
+    def _load(self) -> list | None:
+        if self._record is None:
+            self._decode(self.app.broker.peek_result(self.id))
+        return self._record
+
+    def get(self, timeout: float | None = None, propagate: bool = True, **_celery_opts) -> Any:
+        """Wait for the task and return its value; re-raise its exception when ``propagate``.
+
+        Blocks in Redis on the result key (no polling). ``timeout`` in seconds; None waits forever.
+        """
+        record = self._record or self._decode(self.app.broker.wait_result(self.id, timeout))
+        if record is None:
+            raise FastqTimeoutError(f"task {self.id} not ready after {timeout} s")
+        if record[0] == states.SUCCESS:
+            return record[1]
+        exc = rebuild_exception(record[2], record[3], record[1], record[4])
+        if propagate:
+            raise exc
+        return exc
+
+    wait = get
+
+    @property
+    def state(self) -> str:
+        record = self._load()
+        return record[0] if record else states.PENDING
+
+    status = state
+
+    def ready(self) -> bool:
+        return self.state in states.READY_STATES
+
+    def successful(self) -> bool:
+        return self.state == states.SUCCESS
+
+    def failed(self) -> bool:
+        return self.state == states.FAILURE
+
+    @property
+    def result(self) -> Any:
+        """The return value, or the exception instance for a failed task, or None while pending."""
+        record = self._load()
+        if not record:
+            return None
+        if record[0] == states.SUCCESS:
+            return record[1]
+        return rebuild_exception(record[2], record[3], record[1], record[4])
+
+    info = result
+
+    @property
+    def traceback(self) -> str | None:
+        record = self._load()
+        return record[4] if record else None
+
+    @property
+    def date_done(self) -> float | None:
+        record = self._load()
+        return record[5] / 1000.0 if record else None
+
+    def forget(self) -> None:
+        self.app.broker.forget_result(self.id)
+        self._record = None

@@ -1,0 +1,137 @@
+"""The supervisor: forks N children, restarts the ones that die, and shuts them down.
+
+It never relays messages (children read Redis themselves). First SIGTERM/SIGINT: warm shutdown
+(children finish and ack their batch, then exit). A second one: cold (children are killed; what they
+had in flight stays pending and is re-run, at least once, by the next child with the same name).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+
+from fastq.worker.child import Child
+
+if TYPE_CHECKING:
+    from fastq.app import App
+
+log = structlog.get_logger("fastq.supervisor")
+RESTART_BACKOFF_MAX = 5.0
+MAINTENANCE_S = 30.0
+
+
+class Supervisor:
+    def __init__(self, app: App, concurrency: int, queues: list[str], name: str | None = None):
+        self.app = app
+        self.concurrency = concurrency
+        self.queues = queues
+        self.name = name or f"{socket.gethostname()}.{os.getpid()}"
+        self.children: dict[int, int] = {}  # pid -> slot
+        self.started_at: dict[int, float] = {}  # slot -> time of last start
+        self.backoff: dict[int, float] = {}  # slot -> current restart delay
+        self.signals = 0
+        self._log = log.bind(worker=self.name)
+
+    def consumer(self, slot: int) -> str:
+        """Stable per slot, so a restarted child re-reads its predecessor's pending entries."""
+        return f"{self.name}:{slot}"
+
+    def run(self) -> int:
+        broker = self.app.broker  # resolves (or starts) the broker before any fork
+        broker.prepare(self.queues)
+        self.app.close()  # children open their own connections
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, self._on_signal)
+        self._log.info("worker starting", concurrency=self.concurrency, queues=self.queues,
+                       broker=self.app.conf.broker_url, core=_core_impl())
+        for slot in range(self.concurrency):
+            self._spawn(slot)
+        next_maintenance = time.monotonic() + MAINTENANCE_S
+        warm_sent = False
+        while self.children:
+            self._reap()
+            if self.signals and not warm_sent:
+                warm_sent = True
+                self._log.info("warm shutdown: finishing in-flight tasks")
+                self._signal_children(signal.SIGTERM)
+            if self.signals > 1:
+                self._log.warning("cold shutdown: killing children")
+                self._signal_children(signal.SIGKILL)
+            if not self.signals:
+                if time.monotonic() >= next_maintenance:
+                    next_maintenance = time.monotonic() + MAINTENANCE_S
+                    self._maintenance()
+            time.sleep(0.05)
+        self._log.info("worker stopped")
+        return 0
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.signals += 1
+
+    def _signal_children(self, sig: int) -> None:
+        for pid in list(self.children):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def _spawn(self, slot: int) -> None:
+        self.started_at[slot] = time.monotonic()
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+                    signal.signal(sig, signal.SIG_DFL)
+                Child(self.app, self.consumer(slot), self.queues).run()
+                code = 0
+            except BaseException:  # noqa: BLE001 - logged, and the supervisor restarts us
+                log.exception("child crashed", consumer=self.consumer(slot))
+            finally:
+                os._exit(code)
+        self.children[pid] = slot
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            slot = self.children.pop(pid, None)
+            if slot is None:
+                continue
+            if self.signals:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            lived = time.monotonic() - self.started_at.get(slot, 0)
+            delay = 0.0 if lived > 10 else min(self.backoff.get(slot, 0.05) * 2, RESTART_BACKOFF_MAX)
+            self.backoff[slot] = delay
+            self._log.warning("child exited, restarting", consumer=self.consumer(slot), pid=pid,
+                              exit=code, restart_in=delay)
+            if delay:
+                time.sleep(delay)
+            self._spawn(slot)
+
+    def _maintenance(self) -> None:
+        """Housekeeping that needs no hot path: trim leftovers below the oldest unacked entry."""
+        try:
+            broker = self.app.broker
+            trim = getattr(broker, "trim", None)
+            if trim is not None:
+                for queue in self.queues:
+                    trim(queue)
+        except Exception as exc:  # never let housekeeping take the supervisor down
+            self._log.warning("maintenance failed", error=str(exc))
+
+
+def _core_impl() -> str:
+    from fastq import _core
+
+    return _core.IMPLEMENTATION
