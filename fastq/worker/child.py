@@ -40,8 +40,10 @@ def _entry_ms(entry_id: bytes) -> int:
 class Child:
     """Runs tasks from ``queues`` until :meth:`stop` (warm: the current batch is finished and acked)."""
 
-    def __init__(self, app: App, consumer: str, queues: list[str], broker: Broker | None = None):
+    def __init__(self, app: App, consumer: str, queues: list[str], broker: Broker | None = None,
+                 parent_pid: int | None = None):
         self.app = app
+        self.parent_pid = parent_pid  # stop (warm) when this process is no longer our parent
         self.conf = app.conf
         self.consumer = consumer
         self.queues = queues
@@ -240,6 +242,9 @@ class Child:
         if now < self._next_heartbeat:
             return
         self._next_heartbeat = now + self.conf.heartbeat_s
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            self._log.warning("supervisor is gone, stopping")
+            self.stopping = True
         info = msgpack.packb({"consumer": self.consumer, "pid": os.getpid(),
                               "host": socket.gethostname(), "queues": self.queues,
                               "processed": self.processed, "failed": self.failed,

@@ -34,6 +34,7 @@ class Supervisor:
         self.started_at: dict[int, float] = {}  # slot -> time of last start
         self.backoff: dict[int, float] = {}  # slot -> current restart delay
         self.signals = 0
+        self.pid = os.getpid()
         self._log = log.bind(worker=self.name)
 
     def consumer(self, slot: int) -> str:
@@ -87,7 +88,7 @@ class Supervisor:
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
                     signal.signal(sig, signal.SIG_DFL)
-                Child(self.app, self.consumer(slot), self.queues).run()
+                Child(self.app, self.consumer(slot), self.queues, parent_pid=self.pid).run()
                 code = 0
             except BaseException:  # noqa: BLE001 - logged, and the supervisor restarts us
                 log.exception("child crashed", consumer=self.consumer(slot))

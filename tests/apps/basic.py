@@ -1,0 +1,92 @@
+"""The app the integration tests run real workers on (broker from FASTQ_BROKER_URL)."""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import redis
+
+from fastq import App
+
+app = App("tests")
+_effects: redis.Redis | None = None
+
+
+def effects() -> redis.Redis:
+    """A plain client for recording side effects that tests then inspect."""
+    global _effects
+    if _effects is None or _effects.connection_pool.pid != os.getpid():
+        _effects = redis.Redis.from_url(os.environ["FASTQ_BROKER_URL"])
+    return _effects
+
+
+class CustomError(Exception):
+    pass
+
+
+@app.task
+def echo(value):
+    return value
+
+
+@app.task(serializer="json")
+def echo_json(value):
+    return value
+
+
+@app.task
+def add(x, y):
+    return x + y
+
+
+@app.task
+def fail(kind, message="boom"):
+    exc = {"ValueError": ValueError, "KeyError": KeyError, "ZeroDivisionError": ZeroDivisionError,
+           "CustomError": CustomError, "RuntimeError": RuntimeError}[kind]
+    raise exc(message)
+
+
+@app.task
+async def async_add(x, y):
+    await asyncio.sleep(0.01)
+    return x + y
+
+
+@app.task(ignore_result=True)
+def noop():
+    pass
+
+
+@app.task
+def record(n):
+    """Side effect: count each run of n (a hash field per n)."""
+    effects().hincrby("effects", str(n), 1)
+    return n
+
+
+@app.task
+def slow_record(n, seconds):
+    time.sleep(seconds)
+    effects().hincrby("effects", str(n), 1)
+    return n
+
+
+@app.task
+def log_order(tag):
+    effects().rpush("order", tag)
+
+
+@app.task
+def pid():
+    return os.getpid()
+
+
+@app.task(bind=True)
+def whoami(self):
+    return [self.name, self.request.id]
+
+
+@app.task
+def not_json_serializable():
+    return {1, 2, 3}
