@@ -21,6 +21,7 @@ Envelope, version 1 (all integers big-endian)::
 """
 from __future__ import annotations
 
+import operator
 import pickle
 import struct
 
@@ -42,18 +43,29 @@ MAX_PRIORITY = 4
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
 
-def _check_range(name: str, value: int, low: int, high: int) -> None:
-    if not (low <= value <= high):
-        raise EncodeError(f"{name}={value} is out of range [{low}, {high}]")
+def _ranged(name: str, value, low: int, high: int) -> int:
+    """``value`` as an int (anything with ``__index__``, so not a float) in [low, high]."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise EncodeError(f"message {name} must be an integer, not {type(value).__name__}") from None
+    if not (low <= number <= high):
+        raise EncodeError(f"{name}={number} is out of range [{low}, {high}]")
+    return number
 
 
 def _put_str(parts: list, name: str, value: str | None, required: bool = False) -> None:
+    if value is not None and not isinstance(value, str):
+        raise EncodeError(f"message {name} must be a str or None, not {type(value).__name__}")
     if not value:
         if required:
             raise EncodeError(f"message {name} must not be empty")
         parts.append(b"\x00\x00")
         return
-    data = value.encode("utf-8")
+    try:
+        data = value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates
+        raise EncodeError(f"message {name} cannot be encoded as utf-8") from exc
     if len(data) > 0xFFFF:
         raise EncodeError(f"message {name} is longer than 65535 bytes")
     parts.append(U16.pack(len(data)))
@@ -62,17 +74,17 @@ def _put_str(parts: list, name: str, value: str | None, required: bool = False) 
 
 def encode_message(msg: Message) -> bytes:
     """Encode a message (whose body is already encoded) into envelope bytes."""
-    _check_range("priority", msg.priority, 0, MAX_PRIORITY)
-    _check_range("codec", msg.codec, 0, 2)
-    _check_range("attempt", msg.attempt, 0, 0xFFFF)
-    _check_range("eta_ms", msg.eta_ms, _I64_MIN, _I64_MAX)
-    _check_range("expires_ms", msg.expires_ms, _I64_MIN, _I64_MAX)
-    _check_range("soft_limit_ms", msg.soft_limit_ms, 0, 0xFFFFFFFF)
-    _check_range("hard_limit_ms", msg.hard_limit_ms, 0, 0xFFFFFFFF)
-    flags = msg.codec | (FLAG_COMPRESSED if msg.compressed else 0)
+    priority = _ranged("priority", msg.priority, 0, MAX_PRIORITY)
+    codec = _ranged("codec", msg.codec, 0, 2)
+    attempt = _ranged("attempt", msg.attempt, 0, 0xFFFF)
+    eta_ms = _ranged("eta_ms", msg.eta_ms, _I64_MIN, _I64_MAX)
+    expires_ms = _ranged("expires_ms", msg.expires_ms, _I64_MIN, _I64_MAX)
+    soft_limit_ms = _ranged("soft_limit_ms", msg.soft_limit_ms, 0, 0xFFFFFFFF)
+    hard_limit_ms = _ranged("hard_limit_ms", msg.hard_limit_ms, 0, 0xFFFFFFFF)
+    flags = codec | (FLAG_COMPRESSED if msg.compressed else 0)
     parts = [
-        FIXED.pack(MAGIC, VERSION, flags, msg.priority, msg.attempt, msg.eta_ms,
-                   msg.expires_ms, msg.soft_limit_ms, msg.hard_limit_ms)
+        FIXED.pack(MAGIC, VERSION, flags, priority, attempt, eta_ms, expires_ms,
+                   soft_limit_ms, hard_limit_ms)
     ]
     _put_str(parts, "id", msg.id, required=True)
     _put_str(parts, "task", msg.task, required=True)
@@ -81,16 +93,24 @@ def encode_message(msg: Message) -> bytes:
     _put_str(parts, "group_id", msg.group_id)
     _put_str(parts, "dag_id", msg.dag_id)
     _put_str(parts, "idem_key", msg.idem_key)
-    if msg.options:
+    options = msg.options
+    if options:
+        if not isinstance(options, dict):  # anything else would give an undecodable envelope
+            raise EncodeError(f"message options must be a dict, not {type(options).__name__}")
         try:
-            opts = msgpack.packb(msg.options, use_bin_type=True)
+            opts = msgpack.packb(options, use_bin_type=True)
         except (TypeError, ValueError, OverflowError) as exc:
             raise EncodeError(f"message options cannot be encoded: {exc}") from exc
+        if len(opts) > 0xFFFFFFFF:
+            raise EncodeError("message options are longer than 4294967295 bytes")
         parts.append(U32.pack(len(opts)))
         parts.append(opts)
     else:
         parts.append(b"\x00\x00\x00\x00")
-    parts.append(bytes(msg.body))
+    body = msg.body
+    if not isinstance(body, (bytes, bytearray, memoryview)):  # bytes(5) would be 5 zero bytes
+        raise EncodeError(f"message body must be bytes, not {type(body).__name__}")
+    parts.append(bytes(body))
     return b"".join(parts)
 
 

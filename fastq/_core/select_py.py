@@ -6,6 +6,8 @@ The Cython module must return identical lists and leave identical ``credits`` fo
 """
 from __future__ import annotations
 
+import operator
+
 LEVELS = 5
 DEFAULT_WEIGHTS = (16.0, 8.0, 4.0, 2.0, 1.0)
 
@@ -19,6 +21,8 @@ def plan_levels(available, head_age_ms, credits, weights, ageing_ms: float, n: i
     ``ageing_ms <= 0``). Levels with nothing ready have their credit reset to 0 (no banking).
     Ties go to the more urgent (lower) level.
     """
+    ageing_ms = float(ageing_ms)  # converted once, like the C double of the Cython twin
+    n = operator.index(n)
     avail = [int(a) for a in available[:LEVELS]]
     eff = [0.0] * LEVELS
     for i in range(LEVELS):

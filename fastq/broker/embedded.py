@@ -14,7 +14,7 @@ import structlog
 
 from fastq.errors import BrokerUnavailable
 
-DEFAULT_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_PORT = 6379
 ENV = "FASTQ_BROKER_URL"
 log = structlog.get_logger("fastq.embedded")
 _private: subprocess.Popen | None = None
@@ -76,6 +76,10 @@ def stop_private_redis() -> None:
     _private = None
 
 
+def default_url() -> str:
+    return f"redis://127.0.0.1:{DEFAULT_PORT}/0"
+
+
 def resolve_broker_url(configured: str | None) -> str:
     """The broker URL to use, starting a private Redis when nothing is configured or running.
 
@@ -83,6 +87,6 @@ def resolve_broker_url(configured: str | None) -> str:
     """
     url = configured or os.environ.get(ENV)
     if not url:
-        url = DEFAULT_URL if _answers("127.0.0.1", 6379) else start_private_redis()
+        url = default_url() if _answers("127.0.0.1", DEFAULT_PORT) else start_private_redis()
         os.environ[ENV] = url
     return url

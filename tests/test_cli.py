@@ -1,0 +1,67 @@
+"""The command line, run as a real process."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def fastq(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fastq", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=str(ROOT),
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+
+
+def test_status_shows_depth_per_priority_and_live_workers(app, start_worker, r):
+    from tests.apps.basic import add
+
+    add.apply_async((1, 2), priority="high")
+    add.apply_async((1, 2), queue="other", priority="batch")
+    out = fastq("-A", "tests.apps.basic", "status")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any(line.split()[:3] == ["default", "high", "1"] for line in lines), out.stdout
+    assert any(line.split()[:3] == ["other", "batch", "1"] for line in lines), out.stdout
+    assert "0 live worker children" in out.stdout
+    start_worker(concurrency=2, name="seen", queues="default")
+    out = fastq("status", "-A", "tests.apps.basic")  # both orders of -A work
+    assert "2 live worker children" in out.stdout
+    assert "seen:0" in out.stdout and "seen:1" in out.stdout
+
+
+def test_purge_drops_waiting_messages(app, r):
+    from tests.apps.basic import add
+
+    add.starmap([(i, i) for i in range(25)])
+    out = fastq("-A", "tests.apps.basic", "purge", "-Q", "default", "-f")
+    assert out.returncode == 0, out.stderr
+    assert "purged 25 messages" in out.stdout
+    assert r.xlen("fastq:{default}:p2") == 0
+
+
+def test_worker_with_an_unknown_app_is_a_clear_error(r):
+    out = fastq("-A", "no_such_module_xyz", "worker")
+    assert out.returncode != 0
+    assert "cannot load app 'no_such_module_xyz'" in out.stderr
+
+
+def test_celery_style_flags_are_accepted(app, start_worker):
+    from tests.apps.basic import add
+
+    start_worker(concurrency=1, extra=["--pool", "prefork", "-E", "--without-gossip",
+                                       "--without-mingle", "--prefetch-multiplier", "4"])
+    assert add.delay(2, 2).get(timeout=10) == 4
+
+
+def test_demo_runs_a_real_workload_and_reports(r, redis_server):
+    out = fastq("demo", "-n", "3000", "-c", "2", env={"FASTQ_BROKER_URL": redis_server.url},
+                timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = {ln.split()[0]: ln.split()[1] for ln in out.stdout.splitlines()
+              if ln.startswith("  ") and len(ln.split()) > 1}
+    assert report["tasks"] == "3,000" and report["lost"] == "0"
+    assert report["succeeded"] == "2,970"
+    assert report["failed"] == "30"  # 1% fail on purpose, and are recorded as failures
+    assert "throughput" in report and "latency" in report
