@@ -26,10 +26,10 @@ def _stream_info(key: str | bytes) -> tuple[str, int]:
     return info
 
 
-def _id_ms(entry_id: bytes | str) -> int:
-    if isinstance(entry_id, bytes):
-        entry_id = entry_id.decode()
-    return int(entry_id.split("-", 1)[0])
+def _parse_id(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _client(url: str) -> redis.Redis:
@@ -168,7 +168,7 @@ class RedisBroker:
         for level in range(keys.LEVELS):
             depth, pending, first = replies[3 * level: 3 * level + 3]
             n_pending = pending[0] if isinstance(pending, list) else 0
-            age = now - _id_ms(first[0][0]) if isinstance(first, list) and first else 0
+            age = now - _parse_id(first[0][0])[0] if isinstance(first, list) and first else 0
             out.append(StreamStats(queue, level, depth if isinstance(depth, int) else 0,
                                    n_pending, max(age, 0)))
         return out
@@ -192,21 +192,17 @@ class RedisBroker:
         removed = 0
         for key in keys.streams(queue):
             try:
-                groups = self.client.execute_command("XINFO", "GROUPS", key)
-                pending = self.client.execute_command("XPENDING", key, keys.GROUP)
-            except redis.ResponseError:
+                groups = self.client.xinfo_groups(key)
+                pending = self.client.xpending(key, keys.GROUP)
+            except redis.ResponseError:  # no stream or no group yet
                 continue
-            group = next((g for g in groups if g.get("name") in (keys.GROUP, keys.GROUP.encode())), None)
+            group = next((g for g in groups if g["name"] == keys.GROUP.encode()), None)
             if group is None:
                 continue
-            last = group["last-delivered-id"]
-            last = last.decode() if isinstance(last, bytes) else last
-            ms, seq = (int(x) for x in last.split("-"))
-            floor = (ms, seq + 1)
-            if pending and pending[0] and pending[1]:
-                low = pending[1].decode() if isinstance(pending[1], bytes) else pending[1]
-                pms, pseq = (int(x) for x in low.split("-"))
-                floor = min(floor, (pms, pseq))
+            ms, seq = _parse_id(group["last-delivered-id"])
+            floor = (ms, seq + 1)  # everything after last-delivered is undelivered
+            if pending["pending"]:
+                floor = min(floor, _parse_id(pending["min"]))
             removed += self.client.execute_command("XTRIM", key, "MINID", f"{floor[0]}-{floor[1]}")
         return removed
 

@@ -6,6 +6,7 @@ had in flight stays pending and is re-run, at least once, by the next child with
 """
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -49,6 +50,7 @@ class Supervisor:
             signal.signal(sig, self._on_signal)
         self._log.info("worker starting", concurrency=self.concurrency, queues=self.queues,
                        broker=self.app.conf.broker_url, core=_core_impl())
+        gc.freeze()  # keep the imported app's pages shared with the children (no GC writes to them)
         for slot in range(self.concurrency):
             self._spawn(slot)
         next_maintenance = time.monotonic() + MAINTENANCE_S

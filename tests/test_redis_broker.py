@@ -1,0 +1,63 @@
+"""RedisBroker operations on a real Redis."""
+from __future__ import annotations
+
+from fastq import keys
+from fastq.broker.redis import RedisBroker
+
+
+def test_trim_removes_only_acknowledged_leftovers(r, redis_server):
+    broker = RedisBroker(redis_server.url)
+    broker.prepare(["t"])
+    stream = keys.stream("t", 2)
+    ids = [r.xadd(stream, {"m": f"{i}".encode()}) for i in range(10)]
+    got = broker.fetch("c1", ["t"], 6, 0)
+    assert [d[2] for d in got] == ids[:6]
+    r.xack(stream, keys.GROUP, *ids[:3])  # acked but (as after a lost XDEL) not deleted
+    assert broker.trim("t") == 3
+    remaining = [e[0] for e in r.xrange(stream)]
+    assert remaining == ids[3:]  # pending (3..5) and undelivered (6..9) entries are untouched
+    assert len(broker.fetch("c2", ["t"], 10, 0)) == 4
+
+
+def test_finish_stores_results_before_acking_and_deletes_entries(r, redis_server):
+    from fastq.broker.base import Finish
+
+    broker = RedisBroker(redis_server.url)
+    broker.prepare(["t"])
+    stream = keys.stream("t", 0)
+    entry = r.xadd(stream, {"m": b"x"})
+    (delivery,) = broker.fetch("c", ["t"], 10, 0)
+    done = Finish()
+    done.results.append(("tid", b"record"))
+    done.ack(delivery[0], delivery[2])
+    broker.finish(done, 5000)
+    assert r.lrange(keys.result("tid"), 0, -1) == [b"record"]
+    assert 0 < r.pttl(keys.result("tid")) <= 5000
+    assert r.xlen(stream) == 0 and r.xpending(stream, keys.GROUP)["pending"] == 0
+    assert broker.wait_result("tid", 1) == b"record"
+    assert broker.wait_result("missing", 0.05) is None
+    assert entry == delivery[2]
+
+
+def test_fetch_recreates_groups_after_the_database_is_flushed(r, redis_server):
+    broker = RedisBroker(redis_server.url)
+    broker.prepare(["t"])
+    r.flushall()
+    assert broker.fetch("c", ["t"], 10, 0) == []
+    r.xadd(keys.stream("t", 2), {"m": b"y"})
+    assert [d[3] for d in broker.fetch("c", ["t"], 10, 0)] == [b"y"]
+
+
+def test_separate_result_backend_keeps_results_apart(r, redis_server):
+    from fastq.broker.base import Finish
+
+    broker = RedisBroker(redis_server.url, result_url=redis_server.url.rsplit("/", 1)[0] + "/3")
+    broker.prepare(["t"])
+    r.xadd(keys.stream("t", 2), {"m": b"z"})
+    (delivery,) = broker.fetch("c", ["t"], 10, 0)
+    done = Finish()
+    done.results.append(("tid", b"rec"))
+    done.ack(delivery[0], delivery[2])
+    broker.finish(done, 5000)
+    assert not r.exists(keys.result("tid"))
+    assert broker.peek_result("tid") == b"rec"
