@@ -17,6 +17,10 @@ _current: App | None = None
 _batch: contextvars.ContextVar[list | None] = contextvars.ContextVar("fastq_batch", default=None)
 
 
+def _unregistered(*_args: Any, **_kwargs: Any) -> None:
+    raise NotRegistered("this task is not registered in this process; it runs on a worker")
+
+
 def current_app() -> App:
     """The most recently created App (Celery's ``current_app``); a default one if none exists."""
     return _current if _current is not None else App()
@@ -81,6 +85,12 @@ class App:
             return self.tasks[name]
         except KeyError:
             raise NotRegistered(f"task {name!r} is not registered in {self!r}") from None
+
+    def send_task(self, name: str, args: Any = None, kwargs: dict[str, Any] | None = None,
+                  **options: Any) -> AsyncResult:
+        """Send a task by name, without needing its code here (Celery's ``send_task``)."""
+        task = self.tasks.get(name) or Task(self, _unregistered, name)
+        return task.apply_async(args, kwargs, **options)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, self)
