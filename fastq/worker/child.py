@@ -41,8 +41,9 @@ class Child:
     """Runs tasks from ``queues`` until :meth:`stop` (warm: the current batch is finished and acked)."""
 
     def __init__(self, app: App, consumer: str, queues: list[str], broker: Broker | None = None,
-                 parent_pid: int | None = None):
+                 parent_pid: int | None = None, handle_signals: bool = True):
         self.app = app
+        self.handle_signals = handle_signals  # False in a non-main thread (fastq.testing)
         self.parent_pid = parent_pid  # stop (warm) when this process is no longer our parent
         self.conf = app.conf
         self.consumer = consumer
@@ -65,7 +66,8 @@ class Child:
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
         """Serve until stopped. Broker outages are retried with backoff, never fatal."""
-        self._install_signals()
+        if self.handle_signals:
+            self._install_signals()
         self._log.info("child ready", pid=os.getpid(), queues=self.queues)
         self._with_retry(lambda: self.broker.prepare(self.queues))
         self._with_retry(self.recover_own_pending)
