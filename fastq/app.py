@@ -26,6 +26,20 @@ def current_app() -> App:
     return _current if _current is not None else App()
 
 
+class Control:
+    """Celery's ``app.control``: remote control of workers through Redis."""
+
+    def __init__(self, app: App):
+        self.app = app
+
+    def revoke(self, task_id: str | list[str], terminate: bool = False, **_celery_opts: Any) -> None:
+        """A revoked task that is still queued (or delayed) never runs; with ``terminate`` a
+        running one is stopped (its child is killed and replaced). Reaches every worker within
+        ``revocation_sync_ms``; kept for ``revoke_expires`` seconds."""
+        ids = [task_id] if isinstance(task_id, str) else list(task_id)
+        self.app.broker.revoke(ids, terminate, self.app.conf.revoke_expires)
+
+
 class App:
     """``App("proj", broker="redis://...")``; settings are the fields of :class:`fastq.config.Settings`."""
 
@@ -95,18 +109,31 @@ class App:
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, self)
 
+    @property
+    def control(self) -> Control:
+        return Control(self)
+
     # -- sending ----------------------------------------------------------------------------
-    def send_message(self, queue: str, level: int, data: bytes) -> None:
+    def send_message(self, queue: str, level: int, data: bytes, due_ms: int = 0) -> None:
         pending = _batch.get()
-        if pending is None:
-            self.broker.send(queue, level, data)
+        if pending is not None:
+            pending.append((queue, level, data, due_ms))
+        elif due_ms:
+            self.broker.send_delayed(queue, level, data, due_ms)
         else:
-            pending.append((queue, level, data))
+            self.broker.send(queue, level, data)
+
+    def claim_unique(self, key: str, task_id: str, ttl_ms: int) -> str | None:
+        """Take the uniqueness key for ``task_id``; None if taken, else the holder's task id."""
+        return self.broker.claim_unique(key, task_id, ttl_ms)
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, atomic: bool = False) -> Iterator[None]:
         """Collect every message sent inside the block and send them in one pipelined round trip
-        when it ends (nothing is sent if the block raises). Nested blocks join the outer one."""
+        when it ends (nothing is sent if the block raises). Nested blocks join the outer one.
+
+        ``atomic=True`` sends them in one MULTI/EXEC transaction: all or none.
+        """
         if _batch.get() is not None:
             yield
             return
@@ -117,4 +144,4 @@ class App:
         finally:
             _batch.reset(token)
         if pending:
-            self.broker.send_many(pending)
+            self.broker.send_many(pending, atomic=atomic)

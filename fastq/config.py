@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SERIALIZERS = ("msgpack", "json", "pickle")
 
@@ -22,12 +22,34 @@ class Settings(BaseModel):
     accept_content: list[str] = ["msgpack", "json"]
     compress_threshold: int = Field(16384, ge=0, description="lz4 bodies above this many bytes; 0 = never")
     prefetch: int = Field(100, ge=1, description="messages a child fetches per stream and round")
-    block_ms: int = Field(1000, ge=1, description="longest a child blocks in one fetch")
+    block_ms: int = Field(1000, ge=1, le=20_000, description="longest a child blocks in one fetch")
     flush_ms: float = Field(20.0, ge=0, description="a busy child writes results and acks at least this often")
     priority_weights: tuple[float, float, float, float, float] = (16.0, 8.0, 4.0, 2.0, 1.0)
     priority_ageing_ms: float = Field(5000.0, ge=0, description="head age that doubles a level's weight")
     async_concurrency: int = Field(100, ge=1)
     heartbeat_s: float = Field(2.0, gt=0)
+    lease_ms: int = Field(30_000, ge=100, description="an unacked message idle this long is reclaimed "
+                          "(Celery's visibility_timeout); live workers renew their leases")
+    reclaim_interval_s: float = Field(5.0, gt=0, description="how often a child looks for expired leases")
+    max_deliveries: int = Field(5, ge=1, description="deliveries after which a message is poison (DLQ)")
+    release_after_ms: int = Field(1000, ge=0, description="a task running this long has the child's "
+                                  "prefetched, unstarted messages handed back to the queue")
+    stall_s: float = Field(60.0, gt=0, description="an idle child whose fetch loop is quiet this long "
+                           "is restarted (watchdog)")
+    revocation_sync_ms: int = Field(100, ge=1)
+    revoke_expires: float = Field(86400.0, gt=0, description="seconds a revocation is remembered")
+    queue_rate_limits: dict[str, str | float] = {}
+    rate_burst_s: float = Field(0.1, ge=0, description="token bucket size, in seconds of the rate")
+    delayed_tick_ms: int = Field(20, ge=1, description="how often a supervisor moves due delayed messages")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _celery_aliases(cls, values: dict) -> dict:
+        """Celery's ``visibility_timeout`` (seconds) is fastq's ``lease_ms``."""
+        if isinstance(values, dict) and "visibility_timeout" in values:
+            values = dict(values)
+            values.setdefault("lease_ms", int(float(values.pop("visibility_timeout")) * 1000))
+        return values
 
     @field_validator("serializer")
     @classmethod

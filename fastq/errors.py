@@ -41,3 +41,15 @@ class TaskError(FastqError):
         self.remote_type = remote_type
         self.remote_message = remote_message
         self.remote_traceback = remote_traceback
+
+
+class SoftTimeLimitExceeded(FastqError):
+    """Raised inside a task that ran past its ``soft_time_limit``; the task may catch it."""
+
+
+class TimeLimitExceeded(FastqError):
+    """A task ran past its hard ``time_limit`` and its worker child was killed."""
+
+
+class TaskRevokedError(FastqError):
+    """The task was revoked (or expired) before or while it ran."""

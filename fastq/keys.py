@@ -47,3 +47,27 @@ def worker(consumer: str) -> str:
 
 
 WORKER_PATTERN = "fastq:w:*"
+
+
+def state(task_id: str) -> str:
+    """Latest non-terminal state record (RETRY, STARTED) of a task; terminal ones are in result()."""
+    return f"fastq:s:{task_id}"
+
+
+REVOKED = "fastq:revoked"  # zset: task id -> epoch ms until which the revocation is kept
+REVOCATIONS = "fastq:revocations"  # stream of revocations, for workers to follow
+
+
+def unique(key: str) -> str:
+    """Holds the id of the queued-or-running task that owns this uniqueness key."""
+    return f"fastq:unique:{key}"
+
+
+def rate_task(task_name: str) -> str:
+    """Token bucket (hash: tokens, ts) shared by every worker for one task's global rate limit."""
+    return f"fastq:rate:task:{task_name}"
+
+
+def rate_queue(queue: str) -> str:
+    """Token bucket (hash: tokens, ts) for a whole queue's global rate limit."""
+    return f"fastq:{{{queue}}}:rate"

@@ -108,9 +108,18 @@ class AsyncResult:
 
     wait = get
 
+    def _latest(self) -> list | None:
+        """The terminal record, else the latest non-terminal one (RETRY), else None."""
+        record = self._load()
+        if record is None:
+            raw = self.app.broker.peek_state(self.id)
+            if raw is not None:
+                return unpack_value(raw, accept_pickle="pickle" in self.app.conf.accept_content)
+        return record
+
     @property
     def state(self) -> str:
-        record = self._load()
+        record = self._latest()
         return record[0] if record else states.PENDING
 
     status = state
@@ -138,8 +147,12 @@ class AsyncResult:
 
     @property
     def traceback(self) -> str | None:
-        record = self._load()
+        record = self._latest()
         return record[4] if record else None
+
+    def revoke(self, terminate: bool = False, **_celery_opts) -> None:
+        """Revoke this task: not run if still queued; stopped if running and ``terminate``."""
+        self.app.control.revoke(self.id, terminate=terminate)
 
     @property
     def date_done(self) -> float | None:

@@ -1,15 +1,19 @@
 """Tasks: a function registered with an App, callable locally or sent to workers."""
 from __future__ import annotations
 
+import contextvars
 import inspect
+import time
 import uuid
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from fastq import keys
 from fastq._core import encode_message, pack_body
 from fastq.message import CODEC_NAMES, Message
 from fastq.result import AsyncResult
+from fastq.retry import MaxRetriesExceededError, Retry
 
 if TYPE_CHECKING:
     from fastq.app import App
@@ -29,12 +33,38 @@ def resolve_priority(priority: int | str) -> int:
                      f"{keys.PRIORITY_NAMES}")
 
 
+def _epoch_ms(when: datetime | float | int) -> int:
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return int(when.timestamp() * 1000)
+    return int(float(when) * 1000)
+
+
+def _seconds_ms(name: str, value: float | timedelta | None) -> int:
+    """A duration option to whole milliseconds (0 = not set); negative values are an error."""
+    if value is None:
+        return 0
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds < 0:
+        raise ValueError(f"{name} must be >= 0, not {seconds}")
+    return int(seconds * 1000)
+
+
 class Task:
-    """A registered task. ``task(...)`` runs it here and now; ``task.delay(...)`` sends it."""
+    """A registered task. ``task(...)`` runs it here and now; ``task.delay(...)`` sends it.
+
+    Options (Celery's names): queue, priority, ignore_result, serializer, bind, max_retries,
+    retry_for/autoretry_for, default_retry_delay, retry_backoff, retry_backoff_max, retry_jitter,
+    retry_schedule, soft_time_limit, time_limit, rate_limit, expires, unique_key, unique_for.
+    """
 
     def __init__(self, app: App, fn: Callable, name: str, *, queue: str | None = None,
                  priority: int | str | None = None, ignore_result: bool = False,
                  serializer: str | None = None, bind: bool = False, **options: Any):
+        from fastq.ratelimit import parse_rate
+        from fastq.retry import RetryPolicy
+
         self.app = app
         self.fn = fn
         self.name = name
@@ -43,7 +73,17 @@ class Task:
         self.ignore_result = ignore_result
         self.serializer = serializer
         self.bind = bind
-        self.options = options
+        self.retry_policy = RetryPolicy.from_options(options)
+        self.soft_limit_ms = _seconds_ms("soft_time_limit", options.pop("soft_time_limit", None))
+        self.hard_limit_ms = _seconds_ms("time_limit", options.pop("time_limit", None))
+        self.rate_limit = parse_rate(options.pop("rate_limit", None))
+        self.expires = options.pop("expires", None)
+        self.unique_key = options.pop("unique_key", None)  # str, or callable(*args, **kwargs)
+        self.unique_for_ms = _seconds_ms("unique_for", options.pop("unique_for", 3600))
+        for ignored in ("acks_late", "reject_on_worker_lost", "track_started", "typing", "shared"):
+            options.pop(ignored, None)
+        if options:
+            raise TypeError(f"unknown task options for {name}: {sorted(options)}")
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
@@ -57,8 +97,25 @@ class Task:
         return self.fn(*args, **kwargs)
 
     @property
+    def request(self) -> Message | None:
+        """The message being run (in a bound task: ``self.request.id``, ``.attempt``/``.retries``)."""
+        return current_request.get()
+
+    @property
     def codec(self) -> int:
         return CODEC_NAMES[self.serializer or self.app.conf.serializer]
+
+    def retry(self, exc: BaseException | None = None, countdown: float | None = None,
+              max_retries: int | None = None, **_celery_opts: Any) -> Retry:
+        """From inside a bound task: run it again after ``countdown`` seconds (default: the retry
+        policy's delay). Raises, so ``raise self.retry(...)`` and ``self.retry(...)`` both work."""
+        limit = self.retry_policy.max_retries if max_retries is None else max_retries
+        msg = self.request
+        if msg is not None and msg.attempt >= limit:
+            if exc is not None:
+                raise exc
+            raise MaxRetriesExceededError(f"{self.name}[{msg.id}] retried {msg.attempt} times")
+        raise Retry(exc, countdown, max_retries)
 
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
         """Send with default options: ``task.delay(1, 2)`` is ``task.apply_async((1, 2))``."""
@@ -67,9 +124,18 @@ class Task:
     def apply_async(self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None,
                     *, task_id: str | None = None, queue: str | None = None,
                     priority: int | str | None = None, serializer: str | None = None,
-                    **options: Any) -> AsyncResult:
+                    countdown: float | None = None, eta: datetime | float | None = None,
+                    expires: datetime | float | None = None, soft_time_limit: float | None = None,
+                    time_limit: float | None = None, unique_key: str | None = None,
+                    unique_for: float | None = None, **options: Any) -> AsyncResult:
         """Send the task; returns its AsyncResult at once (inside ``app.batch()`` nothing is sent
-        until the block ends)."""
+        until the block ends).
+
+        ``countdown`` (seconds from now) or ``eta`` (datetime or epoch seconds) delay it; the
+        message waits in Redis, not in a worker. ``expires`` (seconds from now, datetime or
+        epoch) makes a worker skip it once past. A ``unique_key`` held by a task that is still
+        queued or running returns that task's result instead of sending a second one.
+        """
         if options:
             raise TypeError(f"unsupported apply_async options: {sorted(options)}")
         app = self.app
@@ -82,9 +148,34 @@ class Task:
             level = self.priority
         else:
             level = conf.default_priority
-        body, compressed = pack_body(args or (), kwargs or {}, codec, conf.compress_threshold)
-        data = encode_message(Message(task_id, self.name, body, codec, compressed, level))
-        app.send_message(queue or self.queue or conf.default_queue, level, data)
+        args = args or ()
+        kwargs = kwargs or {}
+        due_ms = 0
+        if countdown is not None or eta is not None:
+            now_ms = int(time.time() * 1000)
+            due_ms = now_ms + _seconds_ms("countdown", countdown) if countdown is not None \
+                else _epoch_ms(eta)
+            if due_ms <= now_ms:
+                due_ms = 0
+        expires = self.expires if expires is None else expires
+        expires_ms = 0
+        if expires is not None:
+            expires_ms = _epoch_ms(expires) if isinstance(expires, datetime) else \
+                int(time.time() * 1000) + _seconds_ms("expires", expires)
+        key = unique_key or self.unique_key
+        if callable(key):
+            key = key(*args, **kwargs)
+        if key:
+            owner = app.claim_unique(key, task_id, _seconds_ms("unique_for", unique_for)
+                                     or self.unique_for_ms)
+            if owner is not None:
+                return AsyncResult(owner, app)
+        body, compressed = pack_body(args, kwargs, codec, conf.compress_threshold)
+        data = encode_message(Message(
+            task_id, self.name, body, codec, compressed, level, 0, due_ms, expires_ms,
+            _seconds_ms("soft_time_limit", soft_time_limit) or self.soft_limit_ms,
+            _seconds_ms("time_limit", time_limit) or self.hard_limit_ms, idem_key=key or None))
+        app.send_message(queue or self.queue or conf.default_queue, level, data, due_ms)
         return AsyncResult(task_id, app)
 
     def map(self, iterable: Iterable[Any]) -> list[AsyncResult]:
@@ -99,3 +190,7 @@ class Task:
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, self.app)
+
+
+current_request: contextvars.ContextVar[Message | None] = contextvars.ContextVar(
+    "fastq_request", default=None)

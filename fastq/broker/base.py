@@ -21,7 +21,10 @@ class Finish:
     """
 
     results: list[tuple[str, bytes]] = field(default_factory=list)  # (task_id, record)
+    states: list[tuple[str, bytes]] = field(default_factory=list)  # (task_id, non-terminal record)
+    delayed: list[tuple[str, int, int, bytes]] = field(default_factory=list)  # (queue, level, due_ms, data)
     dead: list[tuple[str, dict[str, bytes | str]]] = field(default_factory=list)  # (queue, fields)
+    releases: list[tuple[str, str]] = field(default_factory=list)  # (unique key, owner task id)
     acks: dict[str, list[bytes]] = field(default_factory=dict)  # stream_key -> entry ids
 
     def ack(self, stream_key: str, entry_id: bytes) -> None:
@@ -32,7 +35,8 @@ class Finish:
             ids.append(entry_id)
 
     def __bool__(self) -> bool:
-        return bool(self.results or self.dead or self.acks)
+        return bool(self.results or self.states or self.delayed or self.dead or self.releases
+                    or self.acks)
 
 
 @dataclass(slots=True)
@@ -49,7 +53,14 @@ class Broker(Protocol):
 
     def send(self, queue: str, level: int, data: bytes) -> None: ...
 
-    def send_many(self, items: Iterable[tuple[str, int, bytes]]) -> None: ...
+    def send_many(self, items: Iterable[tuple[str, int, bytes, int]]) -> None:
+        """Send (queue, level, data, due_ms) items in one round trip; due_ms 0 = now."""
+
+    def send_delayed(self, queue: str, level: int, data: bytes, due_ms: int) -> None:
+        """Keep the message in the queue's delayed set until ``due_ms`` (epoch ms)."""
+
+    def promote(self, queue: str, now_ms: int, limit: int = 1000) -> tuple[int, int | None]:
+        """Move due delayed messages to the streams: (moved, next due ms or None)."""
 
     def prepare(self, queues: Iterable[str]) -> None:
         """Create what consuming ``queues`` needs (consumer groups)."""

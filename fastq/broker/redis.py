@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import redis
 
 from fastq import keys
+from fastq.broker import lua
 from fastq.broker.base import Delivery, Finish, StreamStats
 
 _STREAM_INFO: dict[str, tuple[str, int]] = {}
@@ -32,11 +33,18 @@ def _parse_id(entry_id: bytes | str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def _client(url: str) -> redis.Redis:
-    """RESP2 (raw replies have one known shape) and no read timeout: blocking reads (XREADGROUP
-    BLOCK, BLMOVE) set their own; keepalive detects a dead peer."""
-    return redis.Redis.from_url(url, protocol=2, socket_timeout=None, socket_connect_timeout=5,
-                                socket_keepalive=True, health_check_interval=0)
+def _delayed_member(level: int, data: bytes) -> bytes:
+    """A delayed-set member: the priority level byte, then the envelope (see promote.lua)."""
+    return bytes((level,)) + data
+
+
+def _client(url: str, read_timeout: float | None = 30.0) -> redis.Redis:
+    """RESP2 (raw replies have one known shape). The read timeout bounds every command, so a
+    connection that died silently is noticed (fetches block for at most ``block_ms``, far less);
+    result waits use a client without one (:attr:`RedisBroker.waiter`)."""
+    return redis.Redis.from_url(url, protocol=2, socket_timeout=read_timeout,
+                                socket_connect_timeout=5, socket_keepalive=True,
+                                health_check_interval=0)
 
 
 class RedisBroker:
@@ -47,10 +55,18 @@ class RedisBroker:
         self.client = _client(url)
         # Results live on the broker's Redis unless a separate result backend is configured.
         self.results = _client(result_url) if result_url and result_url != url else self.client
+        self._waiter: redis.Redis | None = None
+        self._waiter_url = result_url or url
         # Raw XREADGROUP replies: skip redis-py's per-entry dict building on the hot path.
         self.client.response_callbacks.pop("XREADGROUP", None)
+        self.client.response_callbacks.pop("XAUTOCLAIM", None)
         self._known_queues: set[str] = set()
         self._prepared: set[str] = set()
+        self._promote = self.client.register_script(lua.load("promote"))
+        self._release = self.client.register_script(lua.load("release"))
+        self._unique_claim = self.client.register_script(lua.load("unique_claim"))
+        self._renew = self.client.register_script(lua.load("renew"))
+        self._handback = self.client.register_script(lua.load("handback"))
 
     # -- producing -------------------------------------------------------------------------
     def _remember(self, queue: str, pipe=None) -> None:
@@ -64,13 +80,31 @@ class RedisBroker:
             self._remember(queue)
         self.client.execute_command("XADD", keys.stream(queue, level), "*", "m", data)
 
-    def send_many(self, items: Iterable[tuple[str, int, bytes]]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for queue, level, data in items:
+    def send_delayed(self, queue: str, level: int, data: bytes, due_ms: int) -> None:
+        if queue not in self._known_queues:
+            self._remember(queue)
+        self.client.execute_command("ZADD", keys.delayed(queue), due_ms, _delayed_member(level, data))
+
+    def send_many(self, items: Iterable[tuple[str, int, bytes, int]], atomic: bool = False) -> None:
+        """One round trip; ``atomic`` wraps it in MULTI/EXEC so that all or none are sent."""
+        pipe = self.client.pipeline(transaction=atomic)
+        for queue, level, data, due_ms in items:
             if queue not in self._known_queues:
                 self._remember(queue, pipe)
-            pipe.execute_command("XADD", keys.stream(queue, level), "*", "m", data)
+            if due_ms:
+                pipe.execute_command("ZADD", keys.delayed(queue), due_ms, _delayed_member(level, data))
+            else:
+                pipe.execute_command("XADD", keys.stream(queue, level), "*", "m", data)
         pipe.execute()
+
+    def promote(self, queue: str, now_ms: int, limit: int = 1000) -> tuple[int, int | None]:
+        moved, next_due = self._promote(keys=[keys.delayed(queue), *keys.streams(queue)],
+                                        args=[now_ms, limit])
+        return int(moved), int(float(next_due)) if next_due else None
+
+    def claim_unique(self, key: str, task_id: str, ttl_ms: int) -> str | None:
+        owner = self._unique_claim(keys=[keys.unique(key)], args=[task_id, ttl_ms])
+        return owner.decode() if isinstance(owner, bytes) else owner
 
     # -- consuming -------------------------------------------------------------------------
     def prepare(self, queues: Iterable[str]) -> None:
@@ -116,6 +150,8 @@ class RedisBroker:
             key = keys.result(task_id)
             cmd("RPUSH", key, record)
             cmd("PEXPIRE", key, result_ttl_ms)
+        for task_id, record in done.states:
+            cmd("SET", keys.state(task_id), record, "PX", result_ttl_ms)
         if self.results is not self.client:  # results must be stored before anything is acked
             if done.results:
                 pipe.execute()
@@ -124,10 +160,115 @@ class RedisBroker:
         for queue, fields in done.dead:
             flat = [x for kv in fields.items() for x in kv]
             cmd("XADD", keys.dlq(queue), "*", *flat)
+        for queue, level, due_ms, data in done.delayed:
+            cmd("ZADD", keys.delayed(queue), due_ms, _delayed_member(level, data))
+        for unique_key, owner in done.releases:
+            self._release(keys=[keys.unique(unique_key)], args=[owner], client=pipe)
         for skey, ids in done.acks.items():
             cmd("XACK", skey, keys.GROUP, *ids)
             cmd("XDEL", skey, *ids)
         pipe.execute()
+
+    def reclaim(self, consumer: str, queues: list[str], min_idle_ms: int,
+                count: int) -> list[Delivery]:
+        """XAUTOCLAIM entries idle longer than ``min_idle_ms`` (their lease ran out) to ``consumer``.
+
+        XAUTOCLAIM scans at most COUNT x 10 pending entries a call, so the cursor is followed.
+        """
+        out: list[Delivery] = []
+        for queue in queues:
+            for key in keys.streams(queue):
+                skey, level = _stream_info(key)
+                cursor = "0-0"
+                for _ in range(100):
+                    try:
+                        reply = self.client.execute_command(
+                            "XAUTOCLAIM", key, keys.GROUP, consumer, min_idle_ms, cursor,
+                            "COUNT", count)
+                    except redis.ResponseError as exc:
+                        if "NOGROUP" in str(exc):
+                            break
+                        raise
+                    cursor, entries = reply[0], reply[1]
+                    for entry_id, fields in entries:
+                        out.append((skey, level, entry_id, fields[1] if fields else None))
+                    for entry_id in (reply[2] if len(reply) > 2 else ()):  # deleted meanwhile
+                        self.client.execute_command("XACK", key, keys.GROUP, entry_id)
+                    if cursor in (b"0-0", "0-0") or len(out) >= count:
+                        break
+        return out
+
+    def delivery_counts(self, deliveries: list[Delivery]) -> list[int]:
+        """How many times each entry has been delivered (XPENDING's counter)."""
+        if not deliveries:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for skey, _level, entry_id, _data in deliveries:
+            pipe.xpending_range(skey, keys.GROUP, entry_id, entry_id, 1)
+        return [rows[0]["times_delivered"] if rows else 0 for rows in pipe.execute()]
+
+    def still_owned(self, consumer: str, deliveries: list[Delivery]) -> list[Delivery]:
+        """The deliveries that are still pending for ``consumer`` (not handed back meanwhile)."""
+        if not deliveries:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for skey, _level, entry_id, _data in deliveries:
+            pipe.xpending_range(skey, keys.GROUP, entry_id, entry_id, 1, consumer)
+        return [d for d, rows in zip(deliveries, pipe.execute(), strict=True) if rows]
+
+    def renew(self, consumer: str, queues: list[str]) -> int:
+        """Reset the idle time of everything ``consumer`` holds: its leases stay fresh."""
+        pipe = self.client.pipeline(transaction=False)
+        for queue in queues:
+            for key in keys.streams(queue):
+                self._renew(keys=[key], args=[keys.GROUP, consumer], client=pipe)
+        return sum(n for n in pipe.execute(raise_on_error=False) if isinstance(n, int))
+
+    def hand_back(self, consumer: str, queues: list[str], keep: bytes = b"") -> int:
+        """Return ``consumer``'s prefetched messages (all but ``keep``) to the queue."""
+        pipe = self.client.pipeline(transaction=False)
+        for queue in queues:
+            for key in keys.streams(queue):
+                self._handback(keys=[key], args=[keys.GROUP, consumer, keep], client=pipe)
+        return sum(n for n in pipe.execute(raise_on_error=False) if isinstance(n, int))
+
+    def entry(self, skey: str, entry_id: bytes) -> bytes | None:
+        """The envelope of one stream entry (None if it is gone)."""
+        found = self.client.xrange(skey, entry_id, entry_id)
+        return found[0][1].get(b"m") if found else None
+
+    # -- revocations -----------------------------------------------------------------------
+    def revoke(self, task_ids: list[str], terminate: bool, ttl_s: float) -> None:
+        until = time.time() + ttl_s
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zremrangebyscore(keys.REVOKED, "-inf", time.time())
+        for task_id in task_ids:
+            pipe.zadd(keys.REVOKED, {task_id: until})
+            pipe.xadd(keys.REVOCATIONS, {"id": task_id, "until": until, "terminate": int(terminate)},
+                      maxlen=10_000, approximate=True)
+        pipe.execute()
+
+    def live_revocations(self) -> tuple[dict[str, float], str]:
+        """Every revocation still in force, and the cursor to follow new ones from."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrangebyscore(keys.REVOKED, time.time(), "+inf", withscores=True)
+        pipe.xrevrange(keys.REVOCATIONS, count=1)
+        live, last = pipe.execute()
+        cursor = last[0][0].decode() if last else "0-0"
+        return {k.decode(): v for k, v in live}, cursor
+
+    def revocations_since(self, cursor: str) -> tuple[str, list[tuple[str, float, bool]]]:
+        reply = self.client.xread({keys.REVOCATIONS: cursor}, count=1000)
+        out = []
+        for _key, entries in reply or ():
+            for entry_id, fields in entries:
+                cursor = entry_id.decode()
+                out.append((fields[b"id"].decode(), float(fields[b"until"]),
+                            fields[b"terminate"] == b"1"))
+        return cursor, out
+
+    def peek_state(self, task_id: str) -> bytes | None:
+        return self.results.get(keys.state(task_id))
 
     # -- results ---------------------------------------------------------------------------
     def wait_result(self, task_id: str, timeout: float | None) -> bytes | None:
@@ -136,8 +277,10 @@ class RedisBroker:
         key = keys.result(task_id)
         if timeout is not None and timeout <= 0:
             return self.results.lindex(key, 0)
-        return self.results.execute_command("BLMOVE", key, key, "RIGHT", "LEFT",
-                                           0 if timeout is None else timeout)
+        if self._waiter is None:
+            self._waiter = _client(self._waiter_url, read_timeout=None)
+        return self._waiter.execute_command("BLMOVE", key, key, "RIGHT", "LEFT",
+                                            0 if timeout is None else timeout)
 
     def peek_result(self, task_id: str) -> bytes | None:
         return self.results.lindex(keys.result(task_id), 0)
@@ -207,6 +350,8 @@ class RedisBroker:
         return removed
 
     def close(self) -> None:
+        if self._waiter is not None:
+            self._waiter.close()
         self.client.close()
         if self.results is not self.client:
             self.results.close()

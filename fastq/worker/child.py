@@ -2,7 +2,8 @@
 
 Each child is its own consumer in the ``fastq`` group with a stable name (``worker:slot``), talks to
 the broker itself, and on start first re-reads its own pending entries, so a child restarted after a
-crash picks up what its predecessor had in flight straight away.
+crash picks up what its predecessor had in flight straight away. Entries left by a worker that never
+came back are reclaimed (XAUTOCLAIM) once their lease has run out.
 """
 from __future__ import annotations
 
@@ -20,14 +21,16 @@ import structlog
 from fastq import keys
 from fastq._core import decode_message, plan_levels, unpack_body
 from fastq.broker.base import Delivery, Finish
-from fastq.errors import DecodeError
-from fastq.result import exception_record, success_record
+from fastq.errors import DecodeError, SoftTimeLimitExceeded
+from fastq.task import current_request
+from fastq.worker import outcome
 
 if TYPE_CHECKING:
     from fastq.app import App
     from fastq.broker import Broker
     from fastq.message import Message
     from fastq.task import Task
+    from fastq.worker.slots import Slots
 
 log = structlog.get_logger("fastq.worker")
 TRANSIENT = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError)
@@ -37,14 +40,21 @@ def _entry_ms(entry_id: bytes) -> int:
     return int(entry_id[:entry_id.index(b"-")]) if isinstance(entry_id, bytes) else 0
 
 
+def _on_soft_limit(_signum, _frame):
+    raise SoftTimeLimitExceeded("soft time limit exceeded")
+
+
 class Child:
     """Runs tasks from ``queues`` until :meth:`stop` (warm: the current batch is finished and acked)."""
 
     def __init__(self, app: App, consumer: str, queues: list[str], broker: Broker | None = None,
-                 parent_pid: int | None = None, handle_signals: bool = True):
+                 parent_pid: int | None = None, handle_signals: bool = True,
+                 slots: Slots | None = None, slot: int = 0):
         self.app = app
         self.handle_signals = handle_signals  # False in a non-main thread (fastq.testing)
         self.parent_pid = parent_pid  # stop (warm) when this process is no longer our parent
+        self.slots = slots  # shared with the supervisor (time limits, revoke, watchdog)
+        self.slot = slot
         self.conf = app.conf
         self.consumer = consumer
         self.queues = queues
@@ -52,10 +62,16 @@ class Child:
         self.tasks = app.tasks
         self.accept_pickle = "pickle" in self.conf.accept_content
         self.result_ttl_ms = int(self.conf.result_expires * 1000)
+        self.threshold = self.conf.compress_threshold
         self.credits = [0.0] * keys.LEVELS
         self.processed = 0
         self.failed = 0
         self.stopping = False
+        self.revoked: dict[str, float] = {}  # task id -> epoch s until which it stays revoked
+        self._revocation_cursor: str | None = None
+        self._next_revocation_sync = 0.0
+        self._next_reclaim = time.monotonic() + self.conf.reclaim_interval_s
+        self._limiter = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._async_batch: list[tuple[Task, Message, tuple, dict, Delivery]] = []
         self._done = Finish()
@@ -74,11 +90,20 @@ class Child:
         while not self.stopping:
             self._with_retry(lambda: self.run_once(self.conf.block_ms))
         self._with_retry(self.flush)
+        if self._loop is not None:
+            self._loop.close()
         self._log.info("child stopped", processed=self.processed)
 
     def run_once(self, block_ms: int) -> int:
         """One round: fetch a batch (blocking up to ``block_ms``), run it, write its outcomes."""
-        self._heartbeat()
+        now = time.monotonic()
+        if self.slots is not None:
+            self.slots.loop(self.slot, now)
+        self._heartbeat(now)
+        self._sync_revocations(now)
+        if now >= self._next_reclaim:
+            self._next_reclaim = now + self.conf.reclaim_interval_s
+            self.reclaim()
         deliveries = self.broker.fetch(self.consumer, self.queues, self.conf.prefetch, block_ms)
         if deliveries:
             self.process(deliveries)
@@ -94,11 +119,34 @@ class Child:
             if not deliveries:
                 break
             total += len(deliveries)
-            self.process(deliveries)
+            self.process(self._drop_poison(deliveries))
             self.flush()
         if total:
             self._log.warning("recovered in-flight messages of a previous run", count=total)
         return total
+
+    def reclaim(self) -> int:
+        """Take over entries whose lease ran out (their worker died); poison goes to the DLQ."""
+        deliveries = self.broker.reclaim(self.consumer, self.queues, self.conf.lease_ms,
+                                         self.conf.prefetch)
+        if deliveries:
+            self._log.warning("reclaimed messages whose lease expired", count=len(deliveries))
+            self.process(self._drop_poison(deliveries))
+            self.flush()
+        return len(deliveries)
+
+    def _drop_poison(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Dead-letter entries delivered more than ``max_deliveries`` times (they keep killing
+        workers); return the rest."""
+        counts = self.broker.delivery_counts(deliveries)
+        keep = []
+        for delivery, count in zip(deliveries, counts, strict=True):
+            if count > self.conf.max_deliveries:
+                self._dead_letter(delivery, f"poison: delivered {count} times without finishing "
+                                  f"(max_deliveries={self.conf.max_deliveries})")
+            else:
+                keep.append(delivery)
+        return keep
 
     def stop(self, *_args) -> None:
         self.stopping = True
@@ -106,14 +154,19 @@ class Child:
     def _install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which decides
+        signal.signal(signal.SIGALRM, _on_soft_limit)
 
     def _with_retry(self, step) -> None:
         delay = 0.1
+        failures = 0
         while True:
             try:
                 step()
+                if failures:
+                    self._log.info("broker reachable again", after_failures=failures)
                 return
             except TRANSIENT as exc:
+                failures += 1
                 self._log.warning("broker unreachable, retrying", error=str(exc), retry_in=delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -123,12 +176,17 @@ class Child:
     # -- select and execute -----------------------------------------------------------------
     def process(self, deliveries: list[Delivery]) -> None:
         """Run a fetched batch in weighted-fair priority order."""
-        levels = {d[1] for d in deliveries}
-        if len(levels) > 1:
+        if len({d[1] for d in deliveries}) > 1:
             deliveries = self._order(deliveries)
-        execute = self._execute
-        for delivery in deliveries:
-            execute(delivery)
+        release_after = self.conf.release_after_ms / 1000.0
+        i = 0
+        while i < len(deliveries):
+            started = time.monotonic()
+            self._execute(deliveries[i])
+            i += 1
+            if time.monotonic() - started > release_after and i < len(deliveries):
+                # A long task: the supervisor may have handed our prefetched messages to others.
+                deliveries = deliveries[:i] + self.broker.still_owned(self.consumer, deliveries[i:])
         if self._async_batch:
             self._run_async_batch()
 
@@ -148,7 +206,7 @@ class Child:
         return ordered
 
     def _execute(self, delivery: Delivery) -> None:
-        skey, _level, entry_id, data = delivery
+        skey, level, entry_id, data = delivery
         done = self._done
         if data is None:  # deleted while pending (purged): nothing to run
             done.ack(skey, entry_id)
@@ -163,6 +221,18 @@ class Child:
             self._dead_letter(delivery, f"unknown task {msg.task!r}: not registered in this worker",
                               msg)
             return
+        if self.revoked and msg.id in self.revoked:
+            outcome.revoked(done, task, msg, "revoked", self.threshold)
+            done.ack(skey, entry_id)
+            return
+        if msg.expires_ms and time.time() * 1000 > msg.expires_ms:
+            self._log.info("task expired, not run", task=msg.task, id=msg.id)
+            outcome.revoked(done, task, msg, "expired", self.threshold)
+            done.ack(skey, entry_id)
+            return
+        if (task.rate_limit or self.conf.queue_rate_limits) and self._rate_limited(task, msg,
+                                                                                    delivery):
+            return
         try:
             args, kwargs = unpack_body(msg.body, msg.codec, msg.compressed, self.accept_pickle)
         except DecodeError as exc:
@@ -171,26 +241,75 @@ class Child:
         if task.is_async:
             self._async_batch.append((task, msg, args, kwargs, delivery))
             return
-        task.request = msg
+        token = current_request.set(msg)
+        self._begin(msg, skey, entry_id)
         try:
-            value = task.fn(task, *args, **kwargs) if task.bind else task.fn(*args, **kwargs)
+            if msg.soft_limit_ms and self.handle_signals:
+                signal.setitimer(signal.ITIMER_REAL, msg.soft_limit_ms / 1000.0)
+            try:
+                value = task.fn(task, *args, **kwargs) if task.bind else task.fn(*args, **kwargs)
+            finally:
+                if msg.soft_limit_ms and self.handle_signals:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
         except Exception as exc:
-            self._record_failure(task, msg, exc)
+            self._failed(task, msg, skey, entry_id, exc)
         else:
             self.processed += 1
-            if not task.ignore_result:
-                done.results.append((msg.id, success_record(value, task.name, msg.codec,
-                                                            self.conf.compress_threshold)))
+            outcome.succeeded(done, task, msg, value, self.threshold)
+        finally:
+            current_request.reset(token)
+            self._end()
         done.ack(skey, entry_id)
         if time.monotonic() - self._last_flush > self.conf.flush_ms / 1000.0:
             self.flush()
 
-    def _record_failure(self, task: Task, msg: Message, exc: BaseException) -> None:
-        self.failed += 1
-        self._log.error("task failed", task=task.name, id=msg.id, error=repr(exc))
-        if not task.ignore_result:
-            self._done.results.append((msg.id, exception_record(exc, task.name, msg.codec,
-                                                                self.conf.compress_threshold)))
+    def _begin(self, msg: Message, skey: str, entry_id: bytes) -> None:
+        if self.slots is not None:
+            now = time.monotonic()
+            deadline = now + msg.hard_limit_ms / 1000.0 if msg.hard_limit_ms else 0.0
+            self.slots.begin(self.slot, now, deadline, entry_id, skey, msg.id, now)
+
+    def _end(self) -> None:
+        if self.slots is not None:
+            self.slots.end(self.slot, time.monotonic())
+
+    def _failed(self, task: Task, msg: Message, skey: str, entry_id: bytes,
+                exc: BaseException) -> None:
+        queue = keys.parse_stream(skey)[0]
+        state = outcome.failed(self._done, task, msg, queue, exc, self.threshold, self.consumer,
+                               entry_id)
+        if state == "RETRY":
+            self._log.info("task will be retried", task=task.name, id=msg.id, attempt=msg.attempt,
+                           error=repr(exc))
+        else:
+            self.failed += 1
+            self._log.error("task failed", task=task.name, id=msg.id, error=repr(exc))
+
+    def _rate_limited(self, task: Task, msg: Message, delivery: Delivery) -> bool:
+        """Take a token from the task's and the queue's bucket; without one, the message goes
+        back to the delayed set until the next token is due (no worker waits on it)."""
+        from fastq.ratelimit import RateLimiter
+
+        if self._limiter is None:
+            self._limiter = RateLimiter(self.broker.client)
+        skey, level, entry_id, data = delivery
+        queue = keys.parse_stream(skey)[0]
+        buckets = []
+        if task.rate_limit:
+            buckets.append((keys.rate_task(task.name), task.rate_limit))
+        queue_rate = self.conf.queue_rate_limits.get(queue)
+        if queue_rate:
+            from fastq.ratelimit import parse_rate
+
+            buckets.append((keys.rate_queue(queue), parse_rate(queue_rate)))
+        for key, rate in buckets:
+            granted, wait_ms = self._limiter.acquire(key, rate, burst_s=self.conf.rate_burst_s)
+            if not granted:
+                self._done.delayed.append((queue, level, int(time.time() * 1000) + max(wait_ms, 1),
+                                           data))
+                self._done.ack(skey, entry_id)
+                return True
+        return False
 
     def _run_async_batch(self) -> None:
         """Run the batch's ``async def`` tasks together on this child's event loop."""
@@ -201,17 +320,21 @@ class Child:
 
         async def one(task, msg, args, kwargs, delivery):
             async with limit:
+                current_request.set(msg)  # each asyncio task has its own context copy
                 try:
                     coro = task.fn(task, *args, **kwargs) if task.bind else task.fn(*args, **kwargs)
-                    value = await coro
+                    if msg.soft_limit_ms:
+                        value = await asyncio.wait_for(coro, msg.soft_limit_ms / 1000.0)
+                    else:
+                        value = await coro
+                except TimeoutError:
+                    self._failed(task, msg, delivery[0], delivery[2],
+                                 SoftTimeLimitExceeded("soft time limit exceeded"))
                 except Exception as exc:
-                    self._record_failure(task, msg, exc)
+                    self._failed(task, msg, delivery[0], delivery[2], exc)
                 else:
                     self.processed += 1
-                    if not task.ignore_result:
-                        self._done.results.append(
-                            (msg.id, success_record(value, task.name, msg.codec,
-                                                    self.conf.compress_threshold)))
+                    outcome.succeeded(self._done, task, msg, value, self.threshold)
             self._done.ack(delivery[0], delivery[2])
 
         async def run_all():
@@ -225,22 +348,36 @@ class Child:
         queue = keys.parse_stream(skey)[0]
         self._log.error("message sent to dead-letter queue", queue=queue, reason=reason,
                         entry=entry_id)
-        self._done.dead.append((queue, {
-            "m": data or b"", "reason": reason, "task": msg.task if msg else "",
-            "id": msg.id if msg else "", "stream": skey, "entry": entry_id,
-            "failed_at": str(int(time.time() * 1000)), "consumer": self.consumer}))
+        outcome.dead_letter(self._done, queue, data or b"", reason, msg, self.consumer, entry_id,
+                            stream=skey)
         self._done.ack(skey, entry_id)
+
+    # -- revocations ------------------------------------------------------------------------
+    def _sync_revocations(self, now: float) -> None:
+        """Follow the revocation stream (at most every ``revocation_sync_ms``)."""
+        if now < self._next_revocation_sync:
+            return
+        self._next_revocation_sync = now + self.conf.revocation_sync_ms / 1000.0
+        if self._revocation_cursor is None:
+            self.revoked, self._revocation_cursor = self.broker.live_revocations()
+            return
+        self._revocation_cursor, new = self.broker.revocations_since(self._revocation_cursor)
+        wall = time.time()
+        for task_id, until, _terminate in new:  # terminate: the supervisor stops running ones
+            self.revoked[task_id] = until
+        if new and len(self.revoked) > 10_000:
+            self.revoked = {k: v for k, v in self.revoked.items() if v > wall}
 
     # -- finish -----------------------------------------------------------------------------
     def flush(self) -> None:
-        """Write results, dead letters and acks of everything run so far in one round trip."""
+        """Write results, retries, dead letters and acks of everything run so far in one round
+        trip. On a broker error the outcomes are kept and written on the next try."""
         if self._done:
             self.broker.finish(self._done, self.result_ttl_ms)
             self._done = Finish()
         self._last_flush = time.monotonic()
 
-    def _heartbeat(self) -> None:
-        now = time.monotonic()
+    def _heartbeat(self, now: float) -> None:
         if now < self._next_heartbeat:
             return
         self._next_heartbeat = now + self.conf.heartbeat_s

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import structlog
 
 from fastq.worker.child import Child
+from fastq.worker.overseer import Overseer
+from fastq.worker.slots import Slots
 
 if TYPE_CHECKING:
     from fastq.app import App
@@ -36,6 +38,8 @@ class Supervisor:
         self.backoff: dict[int, float] = {}  # slot -> current restart delay
         self.signals = 0
         self.pid = os.getpid()
+        self.slots = Slots(concurrency)
+        self.overseer = Overseer(app, queues, self.slots, self.consumer, self._kill_slot)
         self._log = log.bind(worker=self.name)
 
     def consumer(self, slot: int) -> str:
@@ -64,13 +68,35 @@ class Supervisor:
             if self.signals > 1:
                 self._log.warning("cold shutdown: killing children")
                 self._signal_children(signal.SIGKILL)
-            if not self.signals:
-                if time.monotonic() >= next_maintenance:
-                    next_maintenance = time.monotonic() + MAINTENANCE_S
-                    self._maintenance()
-            time.sleep(0.05)
+            pause = self._oversee()
+            if not self.signals and time.monotonic() >= next_maintenance:
+                next_maintenance = time.monotonic() + MAINTENANCE_S
+                self._maintenance()
+            time.sleep(pause)
         self._log.info("worker stopped")
         return 0
+
+    def _oversee(self) -> float:
+        """Run the overseer's duties; Redis trouble is logged and retried, never fatal."""
+        try:
+            return self.overseer.tick()
+        except Exception as exc:  # noqa: BLE001 - a Redis outage must not stop the supervisor
+            self._log.warning("overseer tick failed, retrying", error=str(exc))
+            return 0.5
+
+    def _kill_slot(self, slot: int, why: str) -> None:
+        """SIGKILL the child in ``slot`` and reap it; the reap loop starts its replacement."""
+        for pid, s in list(self.children.items()):
+            if s == slot:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
+                del self.children[pid]
+                self._log.warning("child killed", consumer=self.consumer(slot), reason=why)
+                if not self.signals:
+                    self._spawn(slot)
 
     def _on_signal(self, signum, _frame) -> None:
         self.signals += 1
@@ -90,7 +116,8 @@ class Supervisor:
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
                     signal.signal(sig, signal.SIG_DFL)
-                Child(self.app, self.consumer(slot), self.queues, parent_pid=self.pid).run()
+                Child(self.app, self.consumer(slot), self.queues, parent_pid=self.pid,
+                      slots=self.slots, slot=slot).run()
                 code = 0
             except BaseException:  # noqa: BLE001 - logged, and the supervisor restarts us
                 log.exception("child crashed", consumer=self.consumer(slot))

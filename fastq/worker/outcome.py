@@ -1,0 +1,97 @@
+"""What happens to a message once its task has run: the one place that writes outcomes.
+
+Used by children for ordinary results and by the supervisor for tasks it had to kill (hard time
+limit, revoke with terminate), so that both follow the same retry and dead-letter rules.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from typing import TYPE_CHECKING
+
+import msgpack
+
+from fastq import states
+from fastq._core import encode_message
+from fastq.broker.base import Finish
+from fastq.result import exception_record, success_record
+from fastq.retry import Retry
+
+if TYPE_CHECKING:
+    from fastq.message import Message
+    from fastq.task import Task
+
+
+def succeeded(done: Finish, task: Task, msg: Message, value, threshold: int) -> None:
+    if not task.ignore_result:
+        done.results.append((msg.id, success_record(value, task.name, msg.codec, threshold)))
+    if msg.idem_key:
+        done.releases.append((msg.idem_key, msg.id))
+
+
+def _error_entry(msg: Message, exc: BaseException) -> dict:
+    return {"attempt": msg.attempt, "type": type(exc).__name__, "message": str(exc),
+            "traceback": "".join(traceback.format_exception(exc)), "at": int(time.time() * 1000)}
+
+
+def failed(done: Finish, task: Task, msg: Message, queue: str, exc: BaseException,
+           threshold: int, consumer: str, entry: bytes | None = None) -> str:
+    """Retry the message if its policy (or ``self.retry``) says so, else record the failure.
+
+    Returns the state written: RETRY or FAILURE. A task that was retried and has no attempts
+    left also goes to the dead-letter queue, with the error of every attempt.
+    """
+    policy = task.retry_policy
+    requested = isinstance(exc, Retry)
+    cause = exc.exc if requested and exc.exc is not None else exc
+    limit = exc.max_retries if requested and exc.max_retries is not None else policy.max_retries
+    errors = [*msg.options.get("errors", ()), _error_entry(msg, cause)]
+    if (requested or policy.retries_automatically(cause)) and msg.attempt < limit:
+        delay = exc.countdown if requested and exc.countdown is not None \
+            else policy.delay_for(msg.attempt)
+        retry(done, task, msg, queue, cause, errors, delay, threshold)
+        return states.RETRY
+    if not task.ignore_result:
+        done.results.append((msg.id, exception_record(cause, task.name, msg.codec, threshold)))
+    if msg.idem_key:
+        done.releases.append((msg.idem_key, msg.id))
+    if msg.attempt > 0 or requested or policy.retries_automatically(cause):
+        dead_letter(done, queue, encode_message(msg), f"failed after {msg.attempt + 1} attempts: "
+                    f"{type(cause).__name__}: {cause}", msg, consumer, entry, errors)
+    return states.FAILURE
+
+
+def retry(done: Finish, task: Task, msg: Message, queue: str, exc: BaseException,
+          errors: list[dict], delay_s: float, threshold: int) -> None:
+    """Schedule the next attempt in the delayed set (never by sleeping) and record RETRY."""
+    from dataclasses import replace
+
+    nxt = replace(msg, attempt=msg.attempt + 1, options={**msg.options, "errors": errors})
+    due_ms = int(time.time() * 1000 + max(delay_s, 0) * 1000)
+    done.delayed.append((queue, msg.priority, due_ms, encode_message(nxt)))
+    done.states.append((msg.id, exception_record(exc, task.name, msg.codec, threshold,
+                                                 state=states.RETRY)))
+
+
+def revoked(done: Finish, task: Task | None, msg: Message, reason: str, threshold: int) -> None:
+    from fastq.errors import TaskRevokedError
+
+    if task is None or not task.ignore_result:
+        done.results.append((msg.id, exception_record(
+            TaskRevokedError(reason), msg.task, msg.codec, threshold, state=states.REVOKED)))
+    if msg.idem_key:
+        done.releases.append((msg.idem_key, msg.id))
+
+
+def dead_letter(done: Finish, queue: str, data: bytes, reason: str, msg: Message | None,
+                consumer: str, entry: bytes | None = None, errors: list[dict] | None = None,
+                stream: str = "") -> None:
+    """Keep a message, with why, in the queue's dead-letter stream."""
+    fields: dict = {"m": data, "reason": reason, "task": msg.task if msg else "",
+                    "id": msg.id if msg else "", "stream": stream, "entry": entry or b"",
+                    "failed_at": str(int(time.time() * 1000)), "consumer": consumer,
+                    "attempts": str(msg.attempt + 1 if msg else 1)}
+    if errors:
+        fields["errors"] = msgpack.packb(errors)
+        fields["traceback"] = errors[-1]["traceback"]
+    done.dead.append((queue, fields))

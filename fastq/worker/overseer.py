@@ -1,0 +1,128 @@
+"""The supervisor's duties in Redis, run from its loop between process checks.
+
+- move due delayed messages (countdown, eta, retries, rate-limited) into the streams;
+- renew the leases of everything its children hold, so long tasks are never reclaimed;
+- enforce hard time limits and ``revoke(terminate=True)`` by killing the child, then record the
+  outcome (retry or failure, or REVOKED) for the task it was running;
+- hand a busy child's prefetched, unstarted messages back to the queue (no hostage tasks);
+- restart a child whose fetch loop has gone quiet (watchdog).
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+
+from fastq import keys
+from fastq._core import decode_message
+from fastq.broker.base import Finish
+from fastq.errors import DecodeError, TimeLimitExceeded
+from fastq.worker import outcome
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from fastq.app import App
+    from fastq.worker.slots import Slots
+
+log = structlog.get_logger("fastq.overseer")
+
+
+class Overseer:
+    def __init__(self, app: App, queues: list[str], slots: Slots, consumer: Callable[[int], str],
+                 kill: Callable[[int, str], None]):
+        self.app = app
+        self.conf = app.conf
+        self.queues = queues
+        self.slots = slots
+        self.consumer = consumer
+        self.kill = kill  # kill(slot, why): SIGKILL the child in slot and wait for it to die
+        self._next_promote = 0.0
+        self._next_renew = 0.0
+        self._next_revocations = 0.0
+        self._revocation_cursor: str | None = None
+        self._terminate: dict[str, float] = {}  # task ids to stop if running
+        self._handed_back: dict[int, float] = {}  # slot -> start time of the task we handled
+        self._log = log
+
+    def tick(self) -> float:
+        """Do what is due; return how long the caller may sleep before the next tick."""
+        now = time.monotonic()
+        broker = self.app.broker
+        if now >= self._next_promote:
+            self._next_promote = now + self.conf.delayed_tick_ms / 1000.0
+            now_ms = int(time.time() * 1000)
+            for queue in self.queues:
+                while broker.promote(queue, now_ms, 1000)[0] == 1000:
+                    pass
+        if now >= self._next_renew:
+            self._next_renew = now + self.conf.lease_ms / 3000.0
+            for slot in range(self.slots.count):
+                broker.renew(self.consumer(slot), self.queues)
+        if now >= self._next_revocations:
+            self._next_revocations = now + self.conf.revocation_sync_ms / 1000.0
+            self._follow_revocations()
+        for slot in range(self.slots.count):
+            self._check_slot(slot, time.monotonic())
+        return self.conf.delayed_tick_ms / 1000.0
+
+    def _follow_revocations(self) -> None:
+        broker = self.app.broker
+        if self._revocation_cursor is None:
+            _live, self._revocation_cursor = broker.live_revocations()
+            return
+        self._revocation_cursor, new = broker.revocations_since(self._revocation_cursor)
+        for task_id, until, terminate in new:
+            if terminate:
+                self._terminate[task_id] = until
+        wall = time.time()
+        self._terminate = {k: v for k, v in self._terminate.items() if v > wall}
+
+    def _check_slot(self, slot: int, now: float) -> None:
+        state = self.slots.read(slot)
+        if state.busy:
+            if state.deadline and now > state.deadline:
+                self._stop_running(slot, state, "hard time limit exceeded")
+            elif state.task_id in self._terminate:
+                self._stop_running(slot, state, "revoked")
+            elif (now - state.started > self.conf.release_after_ms / 1000.0
+                  and self._handed_back.get(slot) != state.started):
+                self._handed_back[slot] = state.started
+                moved = self.app.broker.hand_back(self.consumer(slot), self.queues, state.entry)
+                if moved:
+                    self._log.info("handed prefetched messages of a busy child back to the queue",
+                                   consumer=self.consumer(slot), count=moved, busy_with=state.task_id)
+        elif state.last_loop and now - state.last_loop > self.conf.block_ms / 1000.0 + self.conf.stall_s:
+            self._log.error("child's fetch loop has gone quiet; restarting it (watchdog)",
+                            consumer=self.consumer(slot), quiet_s=round(now - state.last_loop, 1))
+            self.slots.clear(slot, now)
+            self.kill(slot, "watchdog")
+
+    def _stop_running(self, slot: int, state, why: str) -> None:
+        """Kill the child, then record the task's outcome and ack it before a new child starts."""
+        self._log.warning("killing child", consumer=self.consumer(slot), task_id=state.task_id,
+                          reason=why)
+        self.kill(slot, why)
+        self.slots.clear(slot, time.monotonic())
+        broker = self.app.broker
+        done = Finish()
+        data = broker.entry(state.stream, state.entry)
+        queue = keys.parse_stream(state.stream)[0]
+        threshold = self.conf.compress_threshold
+        if data is not None:
+            try:
+                msg = decode_message(data)
+            except DecodeError:
+                msg = None
+            task = self.app.tasks.get(msg.task) if msg else None
+            if msg is not None and task is not None:
+                if why == "revoked":
+                    outcome.revoked(done, task, msg, "revoked (terminated)", threshold)
+                else:
+                    exc = TimeLimitExceeded(f"hard time limit ({msg.hard_limit_ms / 1000:g} s) "
+                                            "exceeded")
+                    outcome.failed(done, task, msg, queue, exc, threshold, self.consumer(slot),
+                                   state.entry)
+        done.ack(state.stream, state.entry)
+        broker.finish(done, int(self.conf.result_expires * 1000))
