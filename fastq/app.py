@@ -39,9 +39,19 @@ class Control:
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
         self.app.broker.revoke(ids, terminate, self.app.conf.revoke_expires)
 
+    def set_priority(self, task_id: str, priority: int | str, queue: str | None = None) -> bool:
+        """Move a task that is still waiting in its queue to another priority level; False when
+        it is no longer waiting (running, done, delayed) or not found."""
+        from fastq.task import resolve_priority
+
+        return self.app.broker.set_priority(queue or self.app.conf.default_queue, task_id,
+                                            resolve_priority(priority))
+
 
 class App:
     """``App("proj", broker="redis://...")``; settings are the fields of :class:`fastq.config.Settings`."""
+
+    task_class: type[Task] = Task
 
     def __init__(self, main: str = "fastq", broker: str | None = None,
                  result_backend: str | None = None, **settings: Any):
@@ -82,7 +92,7 @@ class App:
 
         def register(func: Callable) -> Task:
             task_name = name or self._default_name(func)
-            task = Task(self, func, task_name, **options)
+            task = self.task_class(self, func, task_name, **options)
             self.tasks[task_name] = task
             return task
 

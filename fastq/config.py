@@ -20,6 +20,7 @@ class Settings(BaseModel):
     default_priority: int = Field(2, ge=0, le=4)
     serializer: str = "msgpack"
     accept_content: list[str] = ["msgpack", "json"]
+    max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="larger messages are refused at send")
     compress_threshold: int = Field(16384, ge=0, description="lz4 bodies above this many bytes; 0 = never")
     prefetch: int = Field(100, ge=1, description="messages a child fetches per stream and round")
     block_ms: int = Field(1000, ge=1, le=20_000, description="longest a child blocks in one fetch")

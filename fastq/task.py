@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastq import keys
 from fastq._core import encode_message, pack_body
+from fastq.errors import EncodeError
 from fastq.message import CODEC_NAMES, Message
 from fastq.result import AsyncResult
 from fastq.retry import MaxRetriesExceededError, Retry
@@ -175,6 +176,12 @@ class Task:
             task_id, self.name, body, codec, compressed, level, 0, due_ms, expires_ms,
             _seconds_ms("soft_time_limit", soft_time_limit) or self.soft_limit_ms,
             _seconds_ms("time_limit", time_limit) or self.hard_limit_ms, idem_key=key or None))
+        if len(data) > conf.max_message_bytes:
+            if key:
+                app.broker.release_unique(key, task_id)
+            raise EncodeError(f"message for {self.name} is {len(data):,} bytes, above "
+                              f"max_message_bytes ({conf.max_message_bytes:,}): pass a reference "
+                              "to the data (a key, a path, a URL) instead")
         app.send_message(queue or self.queue or conf.default_queue, level, data, due_ms)
         return AsyncResult(task_id, app)
 

@@ -26,6 +26,7 @@ class Finish:
     dead: list[tuple[str, dict[str, bytes | str]]] = field(default_factory=list)  # (queue, fields)
     releases: list[tuple[str, str]] = field(default_factory=list)  # (unique key, owner task id)
     acks: dict[str, list[bytes]] = field(default_factory=dict)  # stream_key -> entry ids
+    overwrite: set[str] = field(default_factory=set)  # task ids whose result replaces an older one
 
     def ack(self, stream_key: str, entry_id: bytes) -> None:
         ids = self.acks.get(stream_key)

@@ -10,11 +10,13 @@ import time
 from collections.abc import Iterable
 
 import redis
+import structlog
 
 from fastq import keys
 from fastq.broker import lua
 from fastq.broker.base import Delivery, Finish, StreamStats
 
+log = structlog.get_logger("fastq.broker")
 _STREAM_INFO: dict[str, tuple[str, int]] = {}
 
 
@@ -67,6 +69,8 @@ class RedisBroker:
         self._unique_claim = self.client.register_script(lua.load("unique_claim"))
         self._renew = self.client.register_script(lua.load("renew"))
         self._handback = self.client.register_script(lua.load("handback"))
+        self._reprioritize = self.client.register_script(lua.load("reprioritize"))
+        self.send_retry_s = 30.0
 
     # -- producing -------------------------------------------------------------------------
     def _remember(self, queue: str, pipe=None) -> None:
@@ -75,15 +79,35 @@ class RedisBroker:
             (pipe or self.client).sadd(keys.QUEUES, queue)
             self._known_queues.add(queue)
 
+    def _produce(self, op):
+        """Run a producer command, riding out a Redis restart: reconnect with backoff for up to
+        ``send_retry_s``, logging each failure. (A send whose reply was lost may be repeated:
+        delivery is at-least-once.)"""
+        delay, deadline = 0.05, None
+        while True:
+            try:
+                return op()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                now = time.monotonic()
+                deadline = deadline or now + self.send_retry_s
+                if now >= deadline:
+                    raise
+                log.warning("redis unreachable while sending, retrying", error=str(exc),
+                            retry_in=delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
     def send(self, queue: str, level: int, data: bytes) -> None:
         if queue not in self._known_queues:
-            self._remember(queue)
-        self.client.execute_command("XADD", keys.stream(queue, level), "*", "m", data)
+            self._produce(lambda: self._remember(queue))
+        self._produce(lambda: self.client.execute_command(
+            "XADD", keys.stream(queue, level), "*", "m", data))
 
     def send_delayed(self, queue: str, level: int, data: bytes, due_ms: int) -> None:
         if queue not in self._known_queues:
-            self._remember(queue)
-        self.client.execute_command("ZADD", keys.delayed(queue), due_ms, _delayed_member(level, data))
+            self._produce(lambda: self._remember(queue))
+        self._produce(lambda: self.client.execute_command(
+            "ZADD", keys.delayed(queue), due_ms, _delayed_member(level, data)))
 
     def send_many(self, items: Iterable[tuple[str, int, bytes, int]], atomic: bool = False) -> None:
         """One round trip; ``atomic`` wraps it in MULTI/EXEC so that all or none are sent."""
@@ -95,7 +119,34 @@ class RedisBroker:
                 pipe.execute_command("ZADD", keys.delayed(queue), due_ms, _delayed_member(level, data))
             else:
                 pipe.execute_command("XADD", keys.stream(queue, level), "*", "m", data)
-        pipe.execute()
+        self._produce(pipe.execute)
+
+    def set_priority(self, queue: str, task_id: str, level: int) -> bool:
+        """Move a task that is still waiting in ``queue`` to priority ``level``; False if it is
+        not waiting there (already delivered, delayed, or unknown). Scans the queue: an admin
+        operation, not a hot path."""
+        from fastq._core import decode_message
+        from fastq.errors import DecodeError
+
+        for key in keys.streams(queue):
+            start = "-"
+            while True:
+                entries = self.client.xrange(key, start, "+", count=1000)
+                for entry_id, fields in entries:
+                    try:
+                        found = decode_message(fields.get(b"m", b"")).id == task_id
+                    except DecodeError:
+                        continue
+                    if found:
+                        if key == keys.stream(queue, level):
+                            return True
+                        return bool(self._reprioritize(
+                            keys=[key, keys.stream(queue, level)],
+                            args=[keys.GROUP, entry_id, level]))
+                if len(entries) < 1000:
+                    break
+                start = "(" + entries[-1][0].decode()
+        return False
 
     def promote(self, queue: str, now_ms: int, limit: int = 1000) -> tuple[int, int | None]:
         moved, next_due = self._promote(keys=[keys.delayed(queue), *keys.streams(queue)],
@@ -105,6 +156,9 @@ class RedisBroker:
     def claim_unique(self, key: str, task_id: str, ttl_ms: int) -> str | None:
         owner = self._unique_claim(keys=[keys.unique(key)], args=[task_id, ttl_ms])
         return owner.decode() if isinstance(owner, bytes) else owner
+
+    def release_unique(self, key: str, task_id: str) -> None:
+        self._release(keys=[keys.unique(key)], args=[task_id])
 
     # -- consuming -------------------------------------------------------------------------
     def prepare(self, queues: Iterable[str]) -> None:
@@ -148,6 +202,8 @@ class RedisBroker:
         cmd = pipe.execute_command
         for task_id, record in done.results:
             key = keys.result(task_id)
+            if task_id in done.overwrite:  # a re-run after a crash replaces, never adds, a result
+                cmd("DEL", key)
             cmd("RPUSH", key, record)
             cmd("PEXPIRE", key, result_ttl_ms)
         for task_id, record in done.states:

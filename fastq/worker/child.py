@@ -119,8 +119,7 @@ class Child:
             if not deliveries:
                 break
             total += len(deliveries)
-            self.process(self._drop_poison(deliveries))
-            self.flush()
+            self._process_again(deliveries)
         if total:
             self._log.warning("recovered in-flight messages of a previous run", count=total)
         return total
@@ -131,9 +130,15 @@ class Child:
                                          self.conf.prefetch)
         if deliveries:
             self._log.warning("reclaimed messages whose lease expired", count=len(deliveries))
-            self.process(self._drop_poison(deliveries))
-            self.flush()
+            self._process_again(deliveries)
         return len(deliveries)
+
+    def _process_again(self, deliveries: list[Delivery]) -> None:
+        """Run redelivered messages; their results replace any a first run may have written."""
+        first = len(self._done.results)
+        self.process(self._drop_poison(deliveries))
+        self._done.overwrite.update(task_id for task_id, _ in self._done.results[first:])
+        self.flush()
 
     def _drop_poison(self, deliveries: list[Delivery]) -> list[Delivery]:
         """Dead-letter entries delivered more than ``max_deliveries`` times (they keep killing
