@@ -85,10 +85,14 @@ cdef long long _ranged(str name, object value, long long low, long long high) ex
     """The twin's ``_ranged``: an integer (``__index__``, so not a float) in [low, high]."""
     cdef int overflow = 0
     cdef long long v
-    try:
-        number = PyNumber_Index(value)
-    except TypeError:
-        raise EncodeError(f"message {name} must be an integer, not {type(value).__name__}") from None
+    if type(value) is int:  # the usual case: skip __index__
+        number = value
+    else:
+        try:
+            number = PyNumber_Index(value)
+        except TypeError:
+            raise EncodeError(
+                f"message {name} must be an integer, not {type(value).__name__}") from None
     v = PyLong_AsLongLongAndOverflow(number, &overflow)
     if overflow or v < low or v > high:
         raise EncodeError(f"{name}={number} is out of range [{low}, {high}]")
