@@ -38,6 +38,17 @@ def _busy(broker: Broker, queues: list[str]) -> int:
     return sum(st.depth + st.pending for q in queues for st in broker.stats(q))
 
 
+def _delayed_before(broker: Broker, queues: list[str], until_ms: float) -> bool:
+    """Move due delayed messages (retries, countdowns) of ``queues`` into their streams; True if
+    one is still waiting to fall due by ``until_ms`` (epoch ms)."""
+    now_ms = int(time.time() * 1000)
+    for q in queues:
+        next_due = broker.promote(q, now_ms)[1]
+        if next_due is not None and next_due <= until_ms:
+            return True
+    return False
+
+
 def _close_loop(child: Child) -> None:
     if child._loop is not None:  # the event loop async tasks ran on
         child._loop.close()
@@ -47,16 +58,20 @@ def drain(app: App, queues: str | Iterable[str] | None = None, timeout: float = 
     """Run tasks in this thread until ``queues`` hold nothing ready or pending; return how many
     tasks ran (succeeded or failed; dead-lettered messages are not counted).
 
-    Tasks sent by the tasks themselves are run too. Raises ``TimeoutError`` if the queues are not
-    empty after ``timeout`` seconds (e.g. another consumer holds messages it never acknowledges).
+    Tasks sent by the tasks themselves are run too, and delayed messages (countdown, eta, retries)
+    that fall due within ``timeout`` are waited for; later ones are left delayed. Raises
+    ``TimeoutError`` if the queues are not empty after ``timeout`` seconds (e.g. another consumer
+    holds messages it never acknowledges).
     """
     qs = _queues(app, queues)
     child = Child(app, "testing:drain", qs, handle_signals=False)
     deadline = time.monotonic() + timeout
+    until_ms = time.time() * 1000 + timeout * 1000
     try:
         child.broker.prepare(qs)
         child.recover_own_pending()
-        while child.run_once(10) or _busy(child.broker, qs):
+        while (child.run_once(10) or _busy(child.broker, qs)
+               or _delayed_before(child.broker, qs, until_ms)):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"drain: {_busy(child.broker, qs)} message(s) still ready or "
                                    f"pending in {qs} after {timeout} s")

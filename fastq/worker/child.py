@@ -71,6 +71,7 @@ class Child:
         self._revocation_cursor: str | None = None
         self._next_revocation_sync = 0.0
         self._next_reclaim = time.monotonic() + self.conf.reclaim_interval_s
+        self._interrupted = False  # a broker error cut a round short (see run_once)
         self._limiter = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._async_batch: list[tuple[Task, Message, tuple, dict, Delivery]] = []
@@ -86,6 +87,8 @@ class Child:
             self._install_signals()
         self._log.info("child ready", pid=os.getpid(), queues=self.queues)
         self._with_retry(lambda: self.broker.prepare(self.queues))
+        # Know the revocations before re-running a predecessor's batch: it may hold revoked tasks.
+        self._with_retry(lambda: self._sync_revocations(time.monotonic()))
         self._with_retry(self.recover_own_pending)
         while not self.stopping:
             self._with_retry(lambda: self.run_once(self.conf.block_ms))
@@ -96,6 +99,14 @@ class Child:
 
     def run_once(self, block_ms: int) -> int:
         """One round: fetch a batch (blocking up to ``block_ms``), run it, write its outcomes."""
+        if self._interrupted:
+            # A broker error may have cut a batch short (or lost a fetch reply): what this consumer
+            # holds but did not run stays pending under its name, and its leases are renewed, so
+            # nobody else would ever run it. Write what did run, then run the rest.
+            self.flush()
+            self._async_batch = []
+            self.recover_own_pending()
+            self._interrupted = False
         now = time.monotonic()
         if self.slots is not None:
             self.slots.loop(self.slot, now)
@@ -106,6 +117,9 @@ class Child:
             self.reclaim()
         deliveries = self.broker.fetch(self.consumer, self.queues, self.conf.prefetch, block_ms)
         if deliveries:
+            # The fetch may have blocked for longer than revocation_sync_ms: catch up before
+            # running what it brought, so a task revoked meanwhile is not run.
+            self._sync_revocations(time.monotonic())
             self.process(deliveries)
         self.flush()
         return len(deliveries)
@@ -172,6 +186,7 @@ class Child:
                 return
             except TRANSIENT as exc:
                 failures += 1
+                self._interrupted = True
                 self._log.warning("broker unreachable, retrying", error=str(exc), retry_in=delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -295,8 +310,9 @@ class Child:
         back to the delayed set until the next token is due (no worker waits on it)."""
         from fastq.ratelimit import RateLimiter
 
-        if self._limiter is None:
-            self._limiter = RateLimiter(self.broker.client)
+        if self._limiter is None:  # memory:// brings its own in-process buckets
+            make = getattr(self.broker, "rate_limiter", None)
+            self._limiter = make() if make is not None else RateLimiter(self.broker.client)
         skey, level, entry_id, data = delivery
         queue = keys.parse_stream(skey)[0]
         buckets = []
