@@ -116,6 +116,15 @@ class App:
         task = self.tasks.get(name) or Task(self, _unregistered, name)
         return task.apply_async(args, kwargs, **options)
 
+    def add_periodic_task(self, schedule: Any, sig: Any, args: Any = (),
+                          kwargs: dict[str, Any] | None = None, name: str | None = None,
+                          **options: Any) -> str:
+        """Have ``fastq beat`` send ``sig`` (a Task or task name) on ``schedule`` (seconds, a
+        timedelta, ``schedule`` or ``crontab``); Celery's ``add_periodic_task``. See fastq/beat.py."""
+        from fastq.beat import add_periodic_task
+
+        return add_periodic_task(self, schedule, sig, args, kwargs, name, **options)
+
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, self)
 
@@ -142,7 +151,8 @@ class App:
         """Collect every message sent inside the block and send them in one pipelined round trip
         when it ends (nothing is sent if the block raises). Nested blocks join the outer one.
 
-        ``atomic=True`` sends them in one MULTI/EXEC transaction: all or none.
+        ``atomic=True`` sends them in one Lua script that writes all or none (a failing write, e.g.
+        to a key of the wrong type, leaves nothing sent: MULTI/EXEC would not roll back).
         """
         if _batch.get() is not None:
             yield
@@ -151,7 +161,26 @@ class App:
         token = _batch.set(pending)
         try:
             yield
+        except BaseException:
+            self._give_back_claims(pending)
+            raise
         finally:
             _batch.reset(token)
         if pending:
-            self.broker.send_many(pending, atomic=atomic)
+            try:
+                self.broker.send_many(pending, atomic=atomic)
+            except Exception:
+                if atomic:  # nothing was sent
+                    self._give_back_claims(pending)
+                raise
+
+    def _give_back_claims(self, unsent: list) -> None:
+        """Release the uniqueness keys claimed by messages that were never sent (the batch block
+        raised, or an atomic batch failed): else every send with such a key would be answered,
+        until ``unique_for`` runs out, with the id of a task that does not exist."""
+        from fastq._core import decode_message
+
+        for _queue, _level, data, _due_ms in unsent:
+            msg = decode_message(data)
+            if msg.idem_key:
+                self.broker.release_unique(msg.idem_key, msg.id)

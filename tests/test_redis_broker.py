@@ -61,3 +61,16 @@ def test_separate_result_backend_keeps_results_apart(r, redis_server):
     broker.finish(done, 5000)
     assert not r.exists(keys.result("tid"))
     assert broker.peek_result("tid") == b"rec"
+
+
+def test_stats_count_depth_and_pending_per_level(r, redis_server):
+    broker = RedisBroker(redis_server.url)
+    broker.prepare(["t"])
+    for level, n in ((0, 2), (2, 5)):
+        for i in range(n):
+            broker.send("t", level, f"{level}:{i}".encode())
+    broker.fetch("c", ["t"], 3, 0)  # 2 from level 0, 3 from level 2, held but not acked
+    by_level = {st.level: st for st in broker.stats("t")}
+    assert (by_level[0].depth, by_level[0].pending) == (2, 2)
+    assert (by_level[2].depth, by_level[2].pending) == (5, 3)
+    assert (by_level[4].depth, by_level[4].pending) == (0, 0)

@@ -29,6 +29,16 @@ def _stream_info(key: str | bytes) -> tuple[str, int]:
     return info
 
 
+def _pending_count(reply) -> int:
+    """The count in an XPENDING summary: redis-py parses it into a dict, a raw reply is a list;
+    an error (no group yet) counts as none."""
+    if isinstance(reply, dict):
+        return int(reply.get("pending") or 0)
+    if isinstance(reply, list) and reply:
+        return int(reply[0] or 0)
+    return 0
+
+
 def _parse_id(entry_id: bytes | str) -> tuple[int, int]:
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     ms, _, seq = text.partition("-")
@@ -70,6 +80,7 @@ class RedisBroker:
         self._renew = self.client.register_script(lua.load("renew"))
         self._handback = self.client.register_script(lua.load("handback"))
         self._reprioritize = self.client.register_script(lua.load("reprioritize"))
+        self._send_atomic = self.client.register_script(lua.load("send_atomic"))
         self.send_retry_s = 30.0
 
     # -- producing -------------------------------------------------------------------------
@@ -110,16 +121,40 @@ class RedisBroker:
             "ZADD", keys.delayed(queue), due_ms, _delayed_member(level, data)))
 
     def send_many(self, items: Iterable[tuple[str, int, bytes, int]], atomic: bool = False) -> None:
-        """One round trip; ``atomic`` wraps it in MULTI/EXEC so that all or none are sent."""
-        pipe = self.client.pipeline(transaction=atomic)
+        """One round trip; ``atomic`` sends them in one Lua script (send_atomic.lua) that writes
+        all or none: MULTI/EXEC would not roll back the writes made before one that fails."""
+        items = list(items)
+        new_queues = {queue for queue, _, _, _ in items} - self._known_queues
+
+        def op():  # built afresh on every try: a pipeline forgets its commands when it fails
+            pipe = self.client.pipeline(transaction=False)
+            for queue in new_queues:
+                pipe.sadd(keys.QUEUES, queue)
+            (self._queue_atomic if atomic else self._queue_each)(pipe, items)
+            return pipe.execute()
+
+        self._produce(op)
+        self._known_queues |= new_queues
+
+    @staticmethod
+    def _queue_each(pipe, items: list[tuple[str, int, bytes, int]]) -> None:
         for queue, level, data, due_ms in items:
-            if queue not in self._known_queues:
-                self._remember(queue, pipe)
             if due_ms:
                 pipe.execute_command("ZADD", keys.delayed(queue), due_ms, _delayed_member(level, data))
             else:
                 pipe.execute_command("XADD", keys.stream(queue, level), "*", "m", data)
-        self._produce(pipe.execute)
+
+    def _queue_atomic(self, pipe, items: list[tuple[str, int, bytes, int]]) -> None:
+        targets: list[str] = []
+        args: list[int | bytes] = []
+        for queue, level, data, due_ms in items:
+            if due_ms:
+                targets.append(keys.delayed(queue))
+                args += [due_ms, _delayed_member(level, data)]
+            else:
+                targets.append(keys.stream(queue, level))
+                args += [0, data]
+        self._send_atomic(keys=targets, args=args, client=pipe)
 
     def set_priority(self, queue: str, task_id: str, level: int) -> bool:
         """Move a task that is still waiting in ``queue`` to priority ``level``; False if it is
@@ -366,7 +401,7 @@ class RedisBroker:
         out = []
         for level in range(keys.LEVELS):
             depth, pending, first = replies[3 * level: 3 * level + 3]
-            n_pending = pending[0] if isinstance(pending, list) else 0
+            n_pending = _pending_count(pending)
             age = now - _parse_id(first[0][0])[0] if isinstance(first, list) and first else 0
             out.append(StreamStats(queue, level, depth if isinstance(depth, int) else 0,
                                    n_pending, max(age, 0)))
