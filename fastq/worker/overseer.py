@@ -31,13 +31,15 @@ log = structlog.get_logger("fastq.overseer")
 
 class Overseer:
     def __init__(self, app: App, queues: list[str], slots: Slots, consumer: Callable[[int], str],
-                 kill: Callable[[int, str], None]):
+                 kill: Callable[..., None]):
         self.app = app
         self.conf = app.conf
         self.queues = queues
         self.slots = slots
         self.consumer = consumer
-        self.kill = kill  # kill(slot, why): SIGKILL the child in slot and wait for it to die
+        # kill(slot, why, before_restart=None): SIGKILL the child in slot, wait for it to die, call
+        # before_restart, then start its replacement
+        self.kill = kill
         self._next_promote = 0.0
         self._next_renew = 0.0
         self._next_revocations = 0.0
@@ -100,10 +102,14 @@ class Overseer:
             self.kill(slot, "watchdog")
 
     def _stop_running(self, slot: int, state, why: str) -> None:
-        """Kill the child, then record the task's outcome and ack it before a new child starts."""
+        """Kill the child, then record the task's outcome and ack it before a new child starts:
+        the replacement re-runs whatever is still pending under its consumer name."""
         self._log.warning("killing child", consumer=self.consumer(slot), task_id=state.task_id,
                           reason=why)
-        self.kill(slot, why)
+        self.kill(slot, why, lambda: self._record_stopped(slot, state, why))
+
+    def _record_stopped(self, slot: int, state, why: str) -> None:
+        """The outcome of the task a killed child was running (REVOKED, or retry / failure)."""
         self.slots.clear(slot, time.monotonic())
         broker = self.app.broker
         done = Finish()

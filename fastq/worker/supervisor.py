@@ -20,6 +20,8 @@ from fastq.worker.overseer import Overseer
 from fastq.worker.slots import Slots
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from fastq.app import App
 
 log = structlog.get_logger("fastq.supervisor")
@@ -84,8 +86,12 @@ class Supervisor:
             self._log.warning("overseer tick failed, retrying", error=str(exc))
             return 0.5
 
-    def _kill_slot(self, slot: int, why: str) -> None:
-        """SIGKILL the child in ``slot`` and reap it; the reap loop starts its replacement."""
+    def _kill_slot(self, slot: int, why: str, before_restart: Callable[[], None] | None = None,
+                   ) -> None:
+        """SIGKILL the child in ``slot``, reap it, call ``before_restart`` (the overseer records
+        the killed task's outcome there, before a replacement could re-run it) and start its
+        replacement."""
+        killed = False
         for pid, s in list(self.children.items()):
             if s == slot:
                 try:
@@ -94,9 +100,14 @@ class Supervisor:
                 except (ProcessLookupError, ChildProcessError):
                     pass
                 del self.children[pid]
+                killed = True
                 self._log.warning("child killed", consumer=self.consumer(slot), reason=why)
-                if not self.signals:
-                    self._spawn(slot)
+        try:
+            if before_restart is not None:
+                before_restart()
+        finally:
+            if killed and not self.signals:
+                self._spawn(slot)
 
     def _on_signal(self, signum, _frame) -> None:
         self.signals += 1

@@ -7,8 +7,10 @@ local renewed = 0
 for i, entry in ipairs(pending) do
   ids[#ids + 1] = entry[1]
   if #ids == 500 or i == #pending then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids), 'JUSTID')
     renewed = renewed + #ids
+    -- unpack() expands to all its values only as the last argument: JUSTID goes in the table
+    ids[#ids + 1] = 'JUSTID'
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids))
     ids = {}
   end
 end

@@ -2,7 +2,10 @@
 -- KEYS[1] current stream; KEYS[2] target stream; ARGV[1] group; ARGV[2] entry id;
 -- ARGV[3] new level (0..4). The level is also rewritten in the envelope (byte 4, see codec).
 -- Returns 1 when moved, 0 when the entry is gone or already delivered.
-if #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) > 0 then
+-- No consumer group yet (no worker has read this queue) means nothing was delivered: NOGROUP
+-- is not an error here.
+local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if type(pending) == 'table' and pending.err == nil and #pending > 0 then
   return 0
 end
 local found = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
