@@ -57,9 +57,12 @@ def main(ctx: click.Context, app_spec: str | None, broker: str | None) -> None:
 @click.option("--without-gossip", is_flag=True, hidden=True)
 @click.option("--without-mingle", is_flag=True, hidden=True)
 @click.option("--without-heartbeat", is_flag=True, hidden=True)
+@click.option("-B", "--beat", "embed_beat", is_flag=True,
+              help="Also run a beat (periodic tasks) in a process of its own")
 @click.pass_context
 def worker(ctx, app_spec, concurrency, queues, prefetch, prefetch_multiplier, loglevel, name, pool,
-           task_events, optimization, without_gossip, without_mingle, without_heartbeat):
+           task_events, optimization, without_gossip, without_mingle, without_heartbeat,
+           embed_beat):
     """Start a worker: a supervisor and N child processes."""
     from fastq.worker.supervisor import Supervisor
 
@@ -72,7 +75,14 @@ def worker(ctx, app_spec, concurrency, queues, prefetch, prefetch_multiplier, lo
                    "for async tasks", err=True)
     qs = [q for q in (queues or app.conf.default_queue).split(",") if q]
     sup = Supervisor(app, concurrency or os.cpu_count() or 1, qs, name=name)
-    sys.exit(sup.run())
+    if not embed_beat:
+        sys.exit(sup.run())
+    beat_pid = _fork_beat(app)
+    try:
+        code = sup.run()
+    finally:
+        _stop_beat(beat_pid)
+    sys.exit(code)
 
 
 @main.command()
@@ -124,6 +134,247 @@ def demo(count, concurrency, fail_ratio):
 
     log.configure("warning")
     sys.exit(run_demo(count, concurrency or os.cpu_count() or 1, fail_ratio))
+
+
+# -- dead letters (fastq/dlq.py) ----------------------------------------------------------------
+def _dead_letters(ctx: click.Context, app_spec: str | None):
+    from fastq.dlq import DeadLetters
+
+    app = _resolve_app(ctx, app_spec)
+    try:
+        return DeadLetters(app)
+    except TypeError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _when(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    if not ms:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _dlq_selector(ids: tuple[str, ...], task: str | None, all_: bool) -> None:
+    if sum((bool(ids), task is not None, all_)) != 1:
+        raise click.UsageError("give dead-letter ids (entry or task ids), or --task NAME, or --all")
+
+
+@main.group()
+@_app_option
+@click.pass_context
+def dlq(ctx, app_spec):
+    """Dead letters: messages workers could not run (list, show, requeue, purge)."""
+    log.configure("error")  # the commands report refusals themselves, on stderr
+    if app_spec:
+        ctx.obj = {**(ctx.obj or {}), "app_spec": app_spec}
+
+
+@dlq.command("list")
+@_app_option
+@click.option("-Q", "--queue", default=None, help="Only this queue (default: all known)")
+@click.option("--task", default=None, help="Only dead letters of this task name")
+@click.option("--limit", type=int, default=100, show_default=True, help="At most this many")
+@click.pass_context
+def dlq_list(ctx, app_spec, queue, task, limit):
+    """Dead letters, oldest first: entry id, queue, time, task, task id, reason."""
+    dead = _dead_letters(ctx, app_spec)
+    letters = dead.list(queue=queue, task=task, limit=limit)
+    if not letters:
+        click.echo("no dead letters")
+        return
+    click.echo(f"{'entry':<16} {'queue':<14} {'failed at (UTC)':<19} {'tries':>5} {'task':<32} "
+               f"{'task id':<36} reason")
+    for dl in letters:
+        click.echo(f"{dl.dlq_entry_id:<16} {dl.queue:<14} {_when(dl.failed_at):<19} "
+                   f"{dl.attempts:>5} {dl.task or '-':<32} {dl.task_id or '-':<36} {dl.reason}")
+    total = dead.count(queue)
+    more = f" (of {total}; see --limit)" if total > len(letters) and task is None else ""
+    click.echo(f"{len(letters)} dead letter(s){more}")
+
+
+@dlq.command("show")
+@_app_option
+@click.argument("ident")
+@click.option("-Q", "--queue", default=None, help="Only this queue (default: all known)")
+@click.pass_context
+def dlq_show(ctx, app_spec, ident, queue):
+    """One dead letter in full, by its entry id or its task id."""
+    from fastq._core import decode_message, unpack_body
+
+    dead = _dead_letters(ctx, app_spec)
+    found = dead.find(ident, queue)
+    if not found:
+        click.echo(f"no dead letter {ident!r}", err=True)
+        sys.exit(1)
+    accept_pickle = "pickle" in dead.app.conf.accept_content
+    for n, dl in enumerate(found):
+        if n:
+            click.echo("")
+        click.echo(f"entry      {dl.dlq_entry_id}")
+        click.echo(f"queue      {dl.queue}")
+        click.echo(f"task       {dl.task or '-'}")
+        click.echo(f"task id    {dl.task_id or '-'}")
+        click.echo(f"reason     {dl.reason}")
+        click.echo(f"failed at  {_when(dl.failed_at)} UTC ({dl.failed_at})")
+        click.echo(f"attempts   {dl.attempts}")
+        click.echo(f"consumer   {dl.consumer or '-'}")
+        click.echo(f"from       {dl.stream or '-'} {dl.entry}")
+        if dl.decode_error is None:
+            msg = decode_message(dl.envelope)
+            click.echo(f"priority   {keys.PRIORITY_NAMES[msg.priority]} ({msg.priority})")
+            try:
+                args, kwargs = unpack_body(msg.body, msg.codec, msg.compressed, accept_pickle)
+                click.echo(f"args       {args!r}")
+                click.echo(f"kwargs     {kwargs!r}")
+            except Exception as exc:  # noqa: BLE001 - show what we can
+                click.echo(f"body       undecodable: {exc}")
+        else:
+            click.echo(f"envelope   undecodable ({dl.decode_error}), {len(dl.envelope)} bytes: "
+                       f"{dl.envelope[:64]!r}")
+        for err in dl.errors:
+            click.echo(f"error      attempt {err.get('attempt', '?')}: {err.get('type', '?')}: "
+                       f"{err.get('message', '')}")
+            if err.get("traceback"):
+                click.echo("  " + str(err["traceback"]).rstrip().replace("\n", "\n  "))
+        if dl.traceback and (not dl.errors or dl.errors[-1].get("traceback") != dl.traceback):
+            click.echo("traceback")
+            click.echo("  " + dl.traceback.rstrip().replace("\n", "\n  "))
+
+
+@dlq.command("requeue")
+@_app_option
+@click.argument("ids", nargs=-1)
+@click.option("--task", default=None, help="Every dead letter of this task name")
+@click.option("--all", "all_", is_flag=True, help="Every dead letter")
+@click.option("-Q", "--queue", default=None, help="Only this queue (default: all known)")
+@click.pass_context
+def dlq_requeue(ctx, app_spec, ids, task, all_, queue):
+    """Send dead letters again, unchanged (same task id, arguments and priority)."""
+    _dlq_selector(ids, task, all_)
+    dead = _dead_letters(ctx, app_spec)
+    try:
+        report = dead.requeue_report(list(ids), task=task, all=all_, queue=queue)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    for dl, why in report.refused:
+        click.echo(f"refused {dl.dlq_entry_id} ({dl.queue}): {why}", err=True)
+    for ident in report.missing:
+        click.echo(f"no dead letter {ident!r}", err=True)
+    click.echo(f"requeued {len(report.requeued)} dead letter(s)")
+    if report.refused or report.missing:
+        sys.exit(1)
+
+
+@dlq.command("purge")
+@_app_option
+@click.argument("ids", nargs=-1)
+@click.option("--task", default=None, help="Every dead letter of this task name")
+@click.option("--all", "all_", is_flag=True, help="Every dead letter")
+@click.option("-Q", "--queue", default=None, help="Only this queue (default: all known)")
+@click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation")
+@click.pass_context
+def dlq_purge(ctx, app_spec, ids, task, all_, queue, force):
+    """Delete dead letters for good."""
+    _dlq_selector(ids, task, all_)
+    dead = _dead_letters(ctx, app_spec)
+    if not force:
+        what = (", ".join(ids) if ids else f"every dead letter of task {task}" if task
+                else "every dead letter")
+        where = f"queue {queue}" if queue else "all queues"
+        click.confirm(f"Delete {what} in {where} for good?", abort=True)
+    try:
+        total = dead.purge(list(ids), task=task, all=all_, queue=queue)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(f"purged {total} dead letter(s)")
+
+
+# -- periodic tasks (fastq/beat.py) ---------------------------------------------------------------
+def _check_beat_schedule(app) -> None:
+    from fastq.beat import load_entries
+
+    try:
+        load_entries(app)
+    except (TypeError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _fork_beat(app) -> int:
+    """``worker -B``: the beat in a forked process of its own (a thread would be copied, mid-lock
+    perhaps, into every child the supervisor forks). It stops with the worker, or by itself when
+    the worker process is gone."""
+    import signal
+
+    import structlog
+
+    from fastq.beat import Beat
+
+    _check_beat_schedule(app)
+    app.broker  # noqa: B018 - resolve (or start) the broker once, so both processes share it
+    app.close()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            beat = Beat(app, parent_pid=parent)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: beat.stop())
+            beat.run()
+            code = 0
+        except BaseException:  # noqa: BLE001 - logged; the worker goes on without a beat
+            structlog.get_logger("fastq.beat").exception("embedded beat crashed")
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _stop_beat(pid: int, timeout: float = 10.0) -> None:
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # already reaped (by the supervisor's loop)
+            return
+        if done:
+            return
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            return
+        time.sleep(0.02)
+
+
+@main.command()
+@_app_option
+@click.option("-l", "--loglevel", default="info", show_default=True)
+@click.option("-s", "--schedule", "schedule_file", default=None, hidden=True)  # state is in Redis
+@click.option("--max-interval", type=float, default=None, hidden=True)
+@click.pass_context
+def beat(ctx, app_spec, loglevel, schedule_file, max_interval):
+    """Send periodic tasks on schedule (Celery's beat). Run two or more for failover: one leads
+    and fires, the others take over within the lease (beat_lease_s)."""
+    import signal
+
+    from fastq.beat import Beat
+
+    log.configure(loglevel)
+    app = _resolve_app(ctx, app_spec)
+    _check_beat_schedule(app)
+    scheduler = Beat(app)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: scheduler.stop())
+    scheduler.run()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -42,6 +43,11 @@ class Settings(BaseModel):
     queue_rate_limits: dict[str, str | float] = {}
     rate_burst_s: float = Field(0.1, ge=0, description="token bucket size, in seconds of the rate")
     delayed_tick_ms: int = Field(20, ge=1, description="how often a supervisor moves due delayed messages")
+    # -- periodic tasks (fastq/beat.py, docs/beat.md) --
+    beat_schedule: dict = {}  # Celery's format; values may hold crontab/schedule objects
+    timezone: str = "UTC"  # IANA zone of crontab entries that name none
+    beat_missed: Literal["skip", "once", "all"] = "skip"  # fires missed while no beat ran
+    beat_lease_s: float = Field(5.0, gt=0, description="leader lease of a beat; renewed every third")
 
     @model_validator(mode="before")
     @classmethod
@@ -51,6 +57,17 @@ class Settings(BaseModel):
             values = dict(values)
             values.setdefault("lease_ms", int(float(values.pop("visibility_timeout")) * 1000))
         return values
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(v)
+        except Exception:
+            raise ValueError(f"unknown time zone {v!r}; use an IANA name such as 'Europe/Berlin'") from None
+        return v
 
     @field_validator("serializer")
     @classmethod

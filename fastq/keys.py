@@ -71,3 +71,14 @@ def rate_task(task_name: str) -> str:
 def rate_queue(queue: str) -> str:
     """Token bucket (hash: tokens, ts) for a whole queue's global rate limit."""
     return f"fastq:{{{queue}}}:rate"
+
+
+# -- beat (fastq/beat.py): at most one beat fires, and each instant of an entry at most once --
+BEAT_LEADER = "fastq:beat:leader"  # string with TTL: id of the beat holding the leader lease
+BEAT_LAST = "fastq:beat:last"  # hash: entry name -> epoch ms of its last fired (or skipped) instant
+BEAT_SEEN = "fastq:beat:seen"  # string: epoch ms a leader was last alive (tells handover from downtime)
+
+
+def beat_fired(entry: str, fire_ms: int) -> str:
+    """Dedup marker (TTL) of one fire instant of one beat entry; set in the same script as the send."""
+    return f"fastq:beat:fired:{entry}:{fire_ms}"
