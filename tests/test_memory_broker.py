@@ -181,6 +181,20 @@ def test_critical_runs_before_batch_within_a_drained_batch(t):
     assert [x for x in t.order if x[0] == "b"] == [f"b{i}" for i in range(100)]
 
 
+def test_two_flooded_levels_share_the_fetches_by_weight():
+    # prefetch 10, no ageing: after one plain read (10 of each), reads are shared 16:1
+    t = make_app(prefetch=10, priority_ageing_ms=0)
+    with t.app.batch():
+        for i in range(1000):
+            t.log_order.apply_async((f"c{i}",), priority="critical")
+            t.log_order.apply_async((f"b{i}",), priority="batch")
+    assert drain(t.app, timeout=30) == 2000
+    after_first_read = [tag[0] for tag in t.order[20:700]]
+    # one read holding `prefetch` of each level would make this half and half
+    assert 20 <= after_first_read.count("b") <= 60, after_first_read.count("b")
+    assert [x for x in t.order if x[0] == "b"] == [f"b{i}" for i in range(1000)]  # all ran, FIFO
+
+
 def test_unknown_tasks_and_garbage_go_to_dead_letters_and_the_rest_runs(t):
     before = t.add.delay(1, 2)
     t.broker.send("default", NORMAL, b"\x00garbage\xff")

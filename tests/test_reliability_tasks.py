@@ -405,6 +405,21 @@ def test_batch_level_is_not_starved_by_a_flood_of_critical_tasks(rapp, worker, r
     assert r.xlen(keys.stream("default", 0)) > 0  # the flood was still going on
 
 
+def test_two_flooded_levels_share_each_read_by_weight(rapp, worker, r):
+    from tests.apps.reliable import log_order
+
+    with rapp.batch():
+        for i in range(2000):
+            log_order.apply_async((f"c{i}",), priority="critical")
+            log_order.apply_async((f"b{i}",), priority="batch")
+    worker(env={"FASTQ_PRIORITY_AGEING_MS": "0", "FASTQ_PREFETCH": "20"})
+    wait_for(lambda: r.llen("order") >= 1000, 30, message="1000 tasks run")
+    # The first read takes 20 of each level; after it, reads are shared 16:1 (about 57 of 960).
+    # Reading `prefetch` of each level every time would make it half and half.
+    later = [x.decode()[0] for x in r.lrange("order", 40, 999)]
+    assert 25 <= later.count("b") <= 120, later.count("b")
+
+
 # -- 8. uniqueness and atomic batches ----------------------------------------------------------
 def test_unique_key_returns_the_queued_task_until_it_finishes(rapp, worker, r):
     from tests.apps.reliable import echo

@@ -216,6 +216,7 @@ class MemoryBroker:
             self._revocations: deque[tuple[bytes, str, float, bool]] = deque(
                 maxlen=_REVOCATIONS_MAX)
             self._workers: dict[str, tuple[bytes, float]] = {}  # consumer -> (info, expires)
+            self._health: dict[str, tuple[bytes, float]] = {}  # worker -> (record, expires)
             with self._buckets_lock:
                 self._buckets.clear()
             self._cond.notify_all()
@@ -398,8 +399,9 @@ class MemoryBroker:
                     self._stream(key)
 
     def fetch(self, consumer: str, queues: list[str], count: int, block_ms: int,
-              own_pending: bool = False) -> list[Delivery]:
-        """Up to ``count`` entries per stream (blocking up to ``block_ms`` when none is ready);
+              own_pending: bool = False, counts: list[int] | None = None) -> list[Delivery]:
+        """Up to ``count`` entries per stream (blocking up to ``block_ms`` when none is ready), or
+        with ``counts`` up to ``counts[level]`` from each stream of that level, without blocking;
         ``own_pending`` re-reads this consumer's pending entries instead, without blocking (each
         such re-read counts as a delivery, as XREADGROUP of the history does).
 
@@ -420,7 +422,7 @@ class MemoryBroker:
                         p.delivered, p.count = now, p.count + 1
                         out.append((key, level, eid, s.entries.get(eid)))
                 return out
-            if block_ms:
+            if block_ms and counts is None:
                 deadline = time.monotonic() + block_ms / 1000.0
                 while not any(s.has_ready() for _, _, s in streams):
                     wait = deadline - time.monotonic()
@@ -433,7 +435,8 @@ class MemoryBroker:
                 now = time.monotonic() * 1000
             for key, level, s in streams:
                 taken = 0
-                while s.ready and taken < count:
+                limit = count if counts is None else counts[level]
+                while s.ready and taken < limit:
                     eid = s.ready.popleft()
                     if eid in s.entries:  # skip ids deleted before delivery
                         s.pending[eid] = _Pending(consumer, now)
@@ -629,6 +632,15 @@ class MemoryBroker:
         now = time.monotonic()
         with self._cond:
             return [info for info, expires in self._workers.values() if expires > now]
+
+    def report_health(self, worker_name: str, info: bytes, ttl_ms: int) -> None:
+        with self._cond:
+            self._health[worker_name] = (info, time.monotonic() + ttl_ms / 1000.0)
+
+    def health_reports(self) -> list[bytes]:
+        now = time.monotonic()
+        with self._cond:
+            return [info for info, expires in self._health.values() if expires > now]
 
     def queues(self) -> list[str]:
         with self._cond:

@@ -29,6 +29,16 @@ def _stream_info(key: str | bytes) -> tuple[str, int]:
     return info
 
 
+def _deliveries(reply) -> list[Delivery]:
+    """Deliveries from an XREADGROUP reply (None when nothing was read)."""
+    out: list[Delivery] = []
+    for key, entries in reply or ():
+        skey, level = _stream_info(key)
+        for entry_id, fields in entries:
+            out.append((skey, level, entry_id, fields[1] if fields else None))
+    return out
+
+
 def _pending_count(reply) -> int:
     """The count in an XPENDING summary: redis-py parses it into a dict, a raw reply is a list;
     an error (no group yet) counts as none."""
@@ -209,8 +219,14 @@ class RedisBroker:
                 raise reply
 
     def fetch(self, consumer: str, queues: list[str], count: int, block_ms: int,
-              own_pending: bool = False) -> list[Delivery]:
-        """Read up to ``count`` entries per stream; ``own_pending`` re-reads this consumer's PEL."""
+              own_pending: bool = False, counts: list[int] | None = None) -> list[Delivery]:
+        """Read up to ``count`` entries per stream; ``own_pending`` re-reads this consumer's PEL.
+
+        ``counts`` asks for up to ``counts[level]`` entries from each stream of that level instead
+        (levels with 0 are not read), in one pipelined round trip and without blocking: how a
+        child shares a fetch between levels that all have more waiting than it takes."""
+        if counts is not None:
+            return self._fetch_by_level(consumer, queues, counts)
         stream_keys = [k for q in queues for k in keys.streams(q)]
         ids = ["0" if own_pending else ">"] * len(stream_keys)
         args = ["XREADGROUP", "GROUP", keys.GROUP, consumer, "COUNT", count]
@@ -223,13 +239,26 @@ class RedisBroker:
                 raise
             self.prepare(queues)  # the stream was deleted under us (e.g. FLUSHDB): recreate
             return []
+        return _deliveries(reply)
+
+    def _fetch_by_level(self, consumer: str, queues: list[str], counts: list[int]
+                        ) -> list[Delivery]:
+        by_count: dict[int, list[str]] = {}
+        for level, n in enumerate(counts):
+            if n > 0:
+                by_count.setdefault(n, []).extend(keys.stream(q, level) for q in queues)
+        pipe = self.client.pipeline(transaction=False)
+        for n, stream_keys in by_count.items():
+            pipe.execute_command("XREADGROUP", "GROUP", keys.GROUP, consumer, "COUNT", n,
+                                 "STREAMS", *stream_keys, *[">"] * len(stream_keys))
         out: list[Delivery] = []
-        if not reply:
-            return out
-        for key, entries in reply:
-            skey, level = _stream_info(key)
-            for entry_id, fields in entries:
-                out.append((skey, level, entry_id, fields[1] if fields else None))
+        for reply in pipe.execute(raise_on_error=False):
+            if isinstance(reply, redis.ResponseError) and "NOGROUP" in str(reply):
+                self.prepare(queues)
+            elif isinstance(reply, Exception):
+                raise reply
+            else:
+                out += _deliveries(reply)
         return out
 
     def finish(self, done: Finish, result_ttl_ms: int) -> None:
@@ -385,6 +414,13 @@ class RedisBroker:
 
     def workers(self) -> list[bytes]:
         names = list(self.client.scan_iter(match=keys.WORKER_PATTERN, count=1000))
+        return [v for v in self.client.mget(names) if v] if names else []
+
+    def report_health(self, worker_name: str, info: bytes, ttl_ms: int) -> None:
+        self.client.set(keys.health(worker_name), info, px=ttl_ms)
+
+    def health_reports(self) -> list[bytes]:
+        names = list(self.client.scan_iter(match=keys.HEALTH_PATTERN, count=1000))
         return [v for v in self.client.mget(names) if v] if names else []
 
     def queues(self) -> list[str]:

@@ -63,7 +63,10 @@ class Child:
         self.accept_pickle = "pickle" in self.conf.accept_content
         self.result_ttl_ms = int(self.conf.result_expires * 1000)
         self.threshold = self.conf.compress_threshold
-        self.credits = [0.0] * keys.LEVELS
+        self.credits = [0.0] * keys.LEVELS  # round-robin state of the order within a batch
+        self._fetch_credits = [0.0] * keys.LEVELS  # ... and of the shares of a weighted fetch
+        self._flooded: set[int] = set()  # levels whose last read filled what it asked for
+        self._newest_ms = [0] * keys.LEVELS  # id time of the newest entry read at each level
         self.processed = 0
         self.failed = 0
         self.stopping = False
@@ -115,7 +118,7 @@ class Child:
         if now >= self._next_reclaim:
             self._next_reclaim = now + self.conf.reclaim_interval_s
             self.reclaim()
-        deliveries = self.broker.fetch(self.consumer, self.queues, self.conf.prefetch, block_ms)
+        deliveries = self._fetch(block_ms)
         if deliveries:
             # The fetch may have blocked for longer than revocation_sync_ms: catch up before
             # running what it brought, so a task revoked meanwhile is not run.
@@ -123,6 +126,37 @@ class Child:
             self.process(deliveries)
         self.flush()
         return len(deliveries)
+
+    def _fetch(self, block_ms: int) -> list[Delivery]:
+        """Read the next batch. While two or more levels have more waiting than a read takes, the
+        read itself is shared between them by weight (ordering a batch that holds ``prefetch``
+        of each would give every flooded level the same share); other levels are read in full."""
+        prefetch = self.conf.prefetch
+        counts = None
+        if len(self._flooded) > 1:
+            counts = [prefetch] * keys.LEVELS
+            flooded = [prefetch if level in self._flooded else 0 for level in range(keys.LEVELS)]
+            now = int(time.time() * 1000)
+            ages = [now - ms if ms else 0 for ms in self._newest_ms]
+            plan = plan_levels(flooded, ages, self._fetch_credits, self.conf.priority_weights,
+                               self.conf.priority_ageing_ms, prefetch)
+            for level in self._flooded:
+                counts[level] = plan.count(level)
+        deliveries = self.broker.fetch(self.consumer, self.queues, prefetch,
+                                       0 if counts else block_ms, counts=counts)
+        self._note_levels(deliveries, counts or [prefetch] * keys.LEVELS)
+        return deliveries
+
+    def _note_levels(self, deliveries: list[Delivery], asked: list[int]) -> None:
+        """Mark the levels where some stream gave all that was asked of it (more is waiting)."""
+        per_stream: dict[str, int] = {}
+        for skey, level, entry_id, _ in deliveries:
+            per_stream[skey] = per_stream.get(skey, 0) + 1
+            self._newest_ms[level] = _entry_ms(entry_id)
+        full = {keys.parse_stream(skey)[1] for skey, n in per_stream.items()
+                if n >= asked[keys.parse_stream(skey)[1]]}
+        # a flooded level the plan gave no share this time is still flooded
+        self._flooded = full | {level for level in self._flooded if asked[level] == 0}
 
     def recover_own_pending(self) -> int:
         """Run what this consumer name had fetched but not acked (a crashed predecessor's batch)."""
