@@ -111,6 +111,45 @@ def status(ctx, app_spec):
 
 @main.command()
 @_app_option
+@click.option("-w", "--worker", "worker_name", default=None, help="Check only this worker (-n name)")
+@click.option("--json", "as_json", is_flag=True, help="Print the health records as JSON")
+@click.pass_context
+def health(ctx, app_spec, worker_name, as_json):
+    """Exit 0 when every live worker (or the named one) is consuming; 1 when a child's fetch loop
+    has gone quiet; 2 when there is no such live worker. For liveness probes and monitors."""
+    import msgpack
+    import orjson
+
+    from fastq.worker.health import problems
+
+    app = _resolve_app(ctx, app_spec)
+    records = [msgpack.unpackb(b) for b in app.broker.health_reports()]
+    if worker_name is not None:
+        records = [rec for rec in records if rec["worker"] == worker_name]
+    if as_json:
+        click.echo(orjson.dumps(records, option=orjson.OPT_INDENT_2).decode())
+    if not records:
+        click.echo(f"no live worker{' named ' + worker_name if worker_name else ''}", err=True)
+        sys.exit(2)
+    bad = 0
+    for rec in sorted(records, key=lambda rec: rec["worker"]):
+        found = problems(rec)
+        bad += bool(found)
+        if not as_json:
+            busy = sum(c["busy"] for c in rec["children"])
+            restarts = rec["watchdog_restarts"]
+            last = (f", last {time.time() - rec['last_watchdog_at']:.0f} s ago"
+                    if rec["last_watchdog_at"] else "")
+            click.echo(f"{rec['worker']}: {'UNHEALTHY' if found else 'ok'} "
+                       f"({len(rec['children'])} children, {busy} busy; "
+                       f"watchdog restarts {restarts}{last})")
+            for problem in found:
+                click.echo(f"  {problem}")
+    sys.exit(1 if bad else 0)
+
+
+@main.command()
+@_app_option
 @click.option("-Q", "--queues", default=None, help="Comma-separated queues (default: all known)")
 @click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation")
 @click.pass_context

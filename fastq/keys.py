@@ -49,6 +49,14 @@ def worker(consumer: str) -> str:
 WORKER_PATTERN = "fastq:w:*"
 
 
+def health(worker_name: str) -> str:
+    """Health record of one worker (its supervisor and every child slot; TTL), fastq/worker/health.py."""
+    return f"fastq:h:{worker_name}"
+
+
+HEALTH_PATTERN = "fastq:h:*"
+
+
 def state(task_id: str) -> str:
     """Latest non-terminal state record (RETRY, STARTED) of a task; terminal ones are in result()."""
     return f"fastq:s:{task_id}"

@@ -391,3 +391,39 @@ def test_watchdog_restarts_a_child_whose_fetch_loop_went_quiet(fapp, worker, r):
     assert replaced != frozen and _alive(replaced)
     assert quick.delay("awake").get(timeout=10) == "awake"
     assert w.proc.poll() is None
+    # the health record tells that the watchdog had to act
+    code, out = wait_for(lambda: (h := _health("-w", "sleepy"))[0] == 0 and "restarts 1" in h[1]
+                         and h, 10, message="a health report with the restart")
+    assert "watchdog restarts 1, last" in out, out
+
+
+def _health(*args: str) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from fastq.cli import main
+
+    res = CliRunner().invoke(main, ["-A", "tests.apps.faults", "health", *args])
+    return res.exit_code, res.output
+
+
+def test_health_check_reports_a_quiet_fetch_loop_and_recovers(fapp, worker, r):
+    import json
+
+    assert _health("-w", "nobody")[0] == 2  # no such live worker
+    w = worker(concurrency=2, name="probe", env={"FASTQ_STALL_S": "30", "FASTQ_BLOCK_MS": "200",
+                                                 "FASTQ_HEARTBEAT_S": "0.3"})
+    wait_for(lambda: _health("-w", "probe")[0] == 0, 10, message="a healthy report")
+    frozen = w.child_pids(r)[1]
+    os.kill(frozen, signal.SIGSTOP)  # idle and silent: it has stopped consuming
+    try:
+        code, out = wait_for(lambda: (h := _health("-w", "probe"))[0] == 1 and h, 15,
+                             message="health to report the quiet child")
+        assert "UNHEALTHY" in out and "probe:1: fetch loop quiet" in out, out
+        assert "probe:0" not in out  # the other child is fine
+        (rec,) = json.loads(_health("-w", "probe", "--json")[1])
+        assert rec["worker"] == "probe" and rec["watchdog_restarts"] == 0
+        assert [c["busy"] for c in rec["children"]] == [False, False]
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+    wait_for(lambda: _health("-w", "probe")[0] == 0, 10, message="healthy again")
+    assert w.proc.poll() is None

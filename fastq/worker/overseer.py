@@ -5,20 +5,22 @@
 - enforce hard time limits and ``revoke(terminate=True)`` by killing the child, then record the
   outcome (retry or failure, or REVOKED) for the task it was running;
 - hand a busy child's prefetched, unstarted messages back to the queue (no hostage tasks);
-- restart a child whose fetch loop has gone quiet (watchdog).
+- restart a child whose fetch loop has gone quiet (watchdog);
+- write the worker's health record (fastq/worker/health.py) for ``fastq health``.
 """
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING
 
+import msgpack
 import structlog
 
 from fastq import keys
 from fastq._core import decode_message
 from fastq.broker.base import Finish
 from fastq.errors import DecodeError, TimeLimitExceeded
-from fastq.worker import outcome
+from fastq.worker import health, outcome
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -31,8 +33,9 @@ log = structlog.get_logger("fastq.overseer")
 
 class Overseer:
     def __init__(self, app: App, queues: list[str], slots: Slots, consumer: Callable[[int], str],
-                 kill: Callable[..., None]):
+                 kill: Callable[..., None], name: str = "worker"):
         self.app = app
+        self.name = name  # the worker's, for its health record
         self.conf = app.conf
         self.queues = queues
         self.slots = slots
@@ -46,6 +49,9 @@ class Overseer:
         self._revocation_cursor: str | None = None
         self._terminate: dict[str, float] = {}  # task ids to stop if running
         self._handed_back: dict[int, float] = {}  # slot -> start time of the task we handled
+        self._next_health = 0.0
+        self.watchdog_restarts = 0
+        self._last_watchdog: float | None = None  # epoch s
         self._log = log
 
     def tick(self) -> float:
@@ -67,7 +73,18 @@ class Overseer:
             self._follow_revocations()
         for slot in range(self.slots.count):
             self._check_slot(slot, time.monotonic())
+        if now >= self._next_health:
+            self._next_health = now + self.conf.heartbeat_s
+            self._report_health()
         return self.conf.delayed_tick_ms / 1000.0
+
+    def _report_health(self) -> None:
+        rec = health.record(self.name, self.slots, self.consumer, self.conf.block_ms / 1000.0,
+                            self.conf.stall_s, self.watchdog_restarts, self._last_watchdog)
+        for problem in health.problems(rec):
+            self._log.warning("unhealthy", worker=self.name, problem=problem)
+        self.app.broker.report_health(self.name, msgpack.packb(rec),
+                                      int(self.conf.heartbeat_s * 3000))
 
     def _follow_revocations(self) -> None:
         broker = self.app.broker
@@ -99,6 +116,8 @@ class Overseer:
             self._log.error("child's fetch loop has gone quiet; restarting it (watchdog)",
                             consumer=self.consumer(slot), quiet_s=round(now - state.last_loop, 1))
             self.slots.clear(slot, now)
+            self.watchdog_restarts += 1
+            self._last_watchdog = time.time()
             self.kill(slot, "watchdog")
 
     def _stop_running(self, slot: int, state, why: str) -> None:

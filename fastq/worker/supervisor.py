@@ -41,7 +41,7 @@ class Supervisor:
         self.signals = 0
         self.pid = os.getpid()
         self.slots = Slots(concurrency)
-        self.overseer = Overseer(app, queues, self.slots, self.consumer, self._kill_slot)
+        self.overseer = Overseer(app, queues, self.slots, self.consumer, self._kill_slot, self.name)
         self._log = log.bind(worker=self.name)
 
     def consumer(self, slot: int) -> str:

@@ -1,0 +1,54 @@
+"""Worker health: what a supervisor reports about itself and its children, and how it is judged.
+
+Every ``heartbeat_s`` the supervisor writes one record (msgpack, TTL three heartbeats) at
+``fastq:h:{worker}``: its pid and host, per child slot whether it is busy (task id, for how long)
+or idle (how long since its fetch loop last went round), and the watchdog's restarts. A child
+heartbeat cannot say this: a child that stopped consuming also stops writing it, and so does a
+healthy child busy with a long task. ``fastq health`` reads the records (see :func:`problems`).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastq.worker.slots import Slots
+
+QUIET_S = 5.0  # an idle fetch loop silent for block_ms + this long is reported
+
+
+def record(name: str, slots: Slots, consumer: Callable[[int], str], block_s: float,
+           stall_s: float, restarts: int, last_restart: float | None) -> dict[str, Any]:
+    """The health record of this supervisor (``last_restart`` is epoch seconds)."""
+    mono, wall = time.monotonic(), time.time()
+    children = []
+    for slot in range(slots.count):
+        st = slots.read(slot)
+        children.append({
+            "slot": slot, "consumer": consumer(slot), "busy": st.busy,
+            "task_id": st.task_id if st.busy else None,
+            "busy_s": round(mono - st.started, 3) if st.busy else 0.0,
+            "loop_age_s": round(mono - st.last_loop, 3) if st.last_loop else None,
+        })
+    return {"worker": name, "pid": os.getpid(), "host": socket.gethostname(), "at": wall,
+            "quiet_after_s": block_s + min(QUIET_S, stall_s), "children": children,
+            "watchdog_restarts": restarts, "last_watchdog_at": last_restart}
+
+
+def problems(rec: dict[str, Any]) -> list[str]:
+    """What is wrong with a worker now: an idle child whose fetch loop has been quiet too long
+    (it has stopped consuming; the watchdog restarts it after ``stall_s``), or a child that has
+    not started its loop for that long. Empty when healthy."""
+    out = []
+    limit = rec["quiet_after_s"]
+    for child in rec["children"]:
+        age = child["loop_age_s"]
+        if child["busy"]:
+            continue
+        if age is None:
+            out.append(f"{child['consumer']}: fetch loop not started")
+        elif age > limit:
+            out.append(f"{child['consumer']}: fetch loop quiet for {age:.1f} s (limit {limit:.1f} s)")
+    return out
