@@ -64,10 +64,12 @@ class AsyncResult:
     __slots__ = ("id", "app", "_record")
 
     def __init__(self, id: str, app: App | None = None):  # noqa: A002 - Celery's name
-        from fastq.app import current_app
+        if app is None:
+            from fastq.app import current_app
 
+            app = current_app()
         self.id = id
-        self.app = app or current_app()
+        self.app = app
         self._record: list | None = None
 
     def __repr__(self) -> str:

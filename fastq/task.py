@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import os
 import time
-import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -139,18 +140,33 @@ class Task:
         """
         if options:
             raise TypeError(f"unsupported apply_async options: {sorted(options)}")
-        app = self.app
-        conf = app.conf
-        task_id = task_id or str(uuid.uuid4())
-        codec = CODEC_NAMES[serializer] if serializer else self.codec
+        how = self._resolve(queue, priority, serializer, countdown, eta, expires, soft_time_limit,
+                            time_limit, unique_key, unique_for)
+        return self._send(how, task_id or new_task_id(), args or (), kwargs or {})
+
+    def map(self, iterable: Iterable[Any]) -> list[AsyncResult]:
+        """Send ``task(item)`` for each item, all in one pipelined round trip."""
+        return self.starmap((item,) for item in iterable)
+
+    def starmap(self, iterable: Iterable[Iterable[Any]]) -> list[AsyncResult]:
+        """Send ``task(*args)`` for each args tuple, all in one pipelined round trip."""
+        how = self._resolve()  # the task's defaults, resolved once for all messages
+        with self.app.batch():
+            return [self._send(how, new_task_id(), tuple(args), {}) for args in iterable]
+
+    def _resolve(self, queue: str | None = None, priority: int | str | None = None,
+                 serializer: str | None = None, countdown: float | None = None,
+                 eta: datetime | float | None = None, expires: datetime | float | None = None,
+                 soft_time_limit: float | None = None, time_limit: float | None = None,
+                 unique_key: Any = None, unique_for: float | None = None) -> _Sending:
+        """apply_async's options, checked and merged with the task's and the app's defaults."""
+        conf = self.app.conf
         if priority is not None:
             level = resolve_priority(priority)
         elif self.priority is not None:
             level = self.priority
         else:
             level = conf.default_priority
-        args = args or ()
-        kwargs = kwargs or {}
         due_ms = 0
         if countdown is not None or eta is not None:
             now_ms = int(time.time() * 1000)
@@ -163,40 +179,62 @@ class Task:
         if expires is not None:
             expires_ms = _epoch_ms(expires) if isinstance(expires, datetime) else \
                 int(time.time() * 1000) + _seconds_ms("expires", expires)
-        key = unique_key or self.unique_key
+        return _Sending(
+            queue or self.queue or conf.default_queue, level,
+            CODEC_NAMES[serializer] if serializer else self.codec, due_ms, expires_ms,
+            _seconds_ms("soft_time_limit", soft_time_limit) or self.soft_limit_ms,
+            _seconds_ms("time_limit", time_limit) or self.hard_limit_ms,
+            unique_key or self.unique_key,
+            _seconds_ms("unique_for", unique_for) or self.unique_for_ms)
+
+    def _send(self, how: _Sending, task_id: str, args: Iterable[Any], kwargs: dict[str, Any]
+              ) -> AsyncResult:
+        """Encode one message and send it (or add it to the open batch)."""
+        app = self.app
+        conf = app.conf
+        key = how.unique_key
         if callable(key):
             key = key(*args, **kwargs)
         if key:
-            owner = app.claim_unique(key, task_id, _seconds_ms("unique_for", unique_for)
-                                     or self.unique_for_ms)
+            owner = app.claim_unique(key, task_id, how.unique_for_ms)
             if owner is not None:
                 return AsyncResult(owner, app)
-        body, compressed = pack_body(args, kwargs, codec, conf.compress_threshold)
+        body, compressed = pack_body(args, kwargs, how.codec, conf.compress_threshold)
         data = encode_message(Message(
-            task_id, self.name, body, codec, compressed, level, 0, due_ms, expires_ms,
-            _seconds_ms("soft_time_limit", soft_time_limit) or self.soft_limit_ms,
-            _seconds_ms("time_limit", time_limit) or self.hard_limit_ms, idem_key=key or None))
+            task_id, self.name, body, how.codec, compressed, how.level, 0, how.due_ms,
+            how.expires_ms, how.soft_ms, how.hard_ms, idem_key=key or None))
         if len(data) > conf.max_message_bytes:
             if key:
                 app.broker.release_unique(key, task_id)
             raise EncodeError(f"message for {self.name} is {len(data):,} bytes, above "
                               f"max_message_bytes ({conf.max_message_bytes:,}): pass a reference "
                               "to the data (a key, a path, a URL) instead")
-        app.send_message(queue or self.queue or conf.default_queue, level, data, due_ms)
+        app.send_message(how.queue, how.level, data, how.due_ms)
         return AsyncResult(task_id, app)
-
-    def map(self, iterable: Iterable[Any]) -> list[AsyncResult]:
-        """Send ``task(item)`` for each item, all in one pipelined round trip."""
-        with self.app.batch():
-            return [self.apply_async((item,)) for item in iterable]
-
-    def starmap(self, iterable: Iterable[Iterable[Any]]) -> list[AsyncResult]:
-        """Send ``task(*args)`` for each args tuple, all in one pipelined round trip."""
-        with self.app.batch():
-            return [self.apply_async(tuple(args)) for args in iterable]
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, self.app)
+
+
+@dataclass(slots=True, frozen=True)
+class _Sending:
+    """How to send a task's messages, resolved once from apply_async's options (or, for map and
+    starmap, from the task's defaults for all of them)."""
+    queue: str
+    level: int
+    codec: int
+    due_ms: int
+    expires_ms: int
+    soft_ms: int
+    hard_ms: int
+    unique_key: Any
+    unique_for_ms: int
+
+
+def new_task_id() -> str:
+    """A random (version 4) UUID string, as ``str(uuid.uuid4())`` gives, in half the time."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 current_request: contextvars.ContextVar[Message | None] = contextvars.ContextVar(

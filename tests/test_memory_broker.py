@@ -819,3 +819,25 @@ def test_rate_limited_task_in_memory():
     assert drain(ns.app, timeout=5) == 10
     # capacity 2, then one every 50 ms: 8 x 50 ms at the least
     assert ran[-1] - ran[0] >= 0.35
+
+
+def test_map_sends_with_the_tasks_own_defaults_and_fresh_uuid4_ids():
+    import uuid as uuid_mod
+
+    from fastq import keys
+    from fastq._core import decode_message
+
+    ns = make_app()
+
+    @ns.app.task(name="tagged", queue="side", priority="high", expires=60, soft_time_limit=2)
+    def tagged(x):
+        return x
+
+    results = tagged.map(range(5))
+    ids = [res.id for res in results]
+    assert len(set(ids)) == 5 and all(uuid_mod.UUID(i).version == 4 for i in ids)
+    assert all(str(uuid_mod.UUID(i)) == i for i in ids)  # canonical form
+    sent = [decode_message(d[3]) for d in ns.broker.fetch("peek", ["side"], 10, 0)]
+    assert [m.id for m in sent] == ids
+    assert {(m.priority, m.soft_limit_ms) for m in sent} == {(keys.PRIORITY_NAMES.index("high"), 2000)}
+    assert all(m.expires_ms > time.time() * 1000 + 50_000 for m in sent)

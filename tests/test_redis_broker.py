@@ -74,3 +74,34 @@ def test_stats_count_depth_and_pending_per_level(r, redis_server):
     assert (by_level[0].depth, by_level[0].pending) == (2, 2)
     assert (by_level[2].depth, by_level[2].pending) == (5, 3)
     assert (by_level[4].depth, by_level[4].pending) == (0, 0)
+
+
+def test_send_many_in_chunks_keeps_each_queues_order_and_survives_a_script_flush(r, redis_server):
+    broker = RedisBroker(redis_server.url)
+    n = broker.SEND_CHUNK * 2 + 7  # three script calls for queue a
+    items = []
+    for i in range(n):
+        items.append(("a", 2, f"a{i}".encode(), 0))
+        if i % 10 == 0:
+            items.append(("b", 0, f"b{i}".encode(), 0))
+    items.append(("b", 4, b"later", 4_000_000_000_000))  # a delayed one
+    r.script_flush()  # a new or restarted server knows no scripts
+    broker.send_many(items)
+    assert [e[1][b"m"] for e in r.xrange(keys.stream("a", 2))] == [f"a{i}".encode() for i in range(n)]
+    assert [e[1][b"m"] for e in r.xrange(keys.stream("b", 0))] == [
+        f"b{i}".encode() for i in range(0, n, 10)]
+    assert r.zrange(keys.delayed("b"), 0, -1, withscores=True) == [(b"\x04later", 4e12)]
+    assert set(broker.queues()) == {"a", "b"}
+
+
+def test_single_sends_ride_on_a_per_thread_connection_that_reconnects(r, redis_server):
+    import threading
+
+    broker = RedisBroker(redis_server.url)
+    broker.send("t", 2, b"one")
+    r.client_kill_filter(_type="normal", skipme=True)  # drop every other connection
+    broker.send("t", 2, b"two")  # reconnects (the retry loop absorbs the dead socket)
+    t = threading.Thread(target=broker.send, args=("t", 2, b"three"))
+    t.start()
+    t.join()
+    assert [e[1][b"m"] for e in r.xrange(keys.stream("t", 2))] == [b"one", b"two", b"three"]

@@ -6,6 +6,8 @@ stream only ever holds ready and in-flight messages.
 """
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Iterable
 
@@ -27,6 +29,20 @@ def _stream_info(key: str | bytes) -> tuple[str, int]:
         text = key.decode() if isinstance(key, bytes) else key
         info = _STREAM_INFO[key] = (text, keys.parse_stream(text)[1])  # type: ignore[index]
     return info
+
+
+def _send_args(items: list[tuple[str, int, bytes, int]]) -> tuple[list[str], list]:
+    """KEYS and item ARGV of send.lua for ``items``."""
+    targets: list[str] = []
+    args: list = []
+    for queue, level, data, due_ms in items:
+        if due_ms:
+            targets.append(keys.delayed(queue))
+            args += (due_ms, _delayed_member(level, data))
+        else:
+            targets.append(keys.stream(queue, level))
+            args += (b"0", data)
+    return targets, args
 
 
 def _deliveries(reply) -> list[Delivery]:
@@ -90,7 +106,8 @@ class RedisBroker:
         self._renew = self.client.register_script(lua.load("renew"))
         self._handback = self.client.register_script(lua.load("handback"))
         self._reprioritize = self.client.register_script(lua.load("reprioritize"))
-        self._send_atomic = self.client.register_script(lua.load("send_atomic"))
+        self._send = self.client.register_script(lua.load("send"))
+        self._local = threading.local()  # per thread: the connection of _command
         self.send_retry_s = 30.0
 
     # -- producing -------------------------------------------------------------------------
@@ -121,50 +138,70 @@ class RedisBroker:
     def send(self, queue: str, level: int, data: bytes) -> None:
         if queue not in self._known_queues:
             self._produce(lambda: self._remember(queue))
-        self._produce(lambda: self.client.execute_command(
-            "XADD", keys.stream(queue, level), "*", "m", data))
+        self._produce(lambda: self._command("XADD", keys.stream(queue, level), "*", "m", data))
 
     def send_delayed(self, queue: str, level: int, data: bytes, due_ms: int) -> None:
         if queue not in self._known_queues:
             self._produce(lambda: self._remember(queue))
-        self._produce(lambda: self.client.execute_command(
-            "ZADD", keys.delayed(queue), due_ms, _delayed_member(level, data)))
+        self._produce(lambda: self._command("ZADD", keys.delayed(queue), due_ms,
+                                            _delayed_member(level, data)))
+
+    def _command(self, *args):
+        """One command on this thread's own connection, skipping the pool and the client's
+        dispatch: a third more single sends per second than ``execute_command``, which is what
+        ``.delay()`` costs apart from the round trip. Errors are the client's: a lost connection
+        raises ConnectionError (and reconnects on the next call), a refused command ResponseError."""
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is None or local.pid != os.getpid():  # first use in this thread, or forked
+            pool = self.client.connection_pool
+            conn = local.conn = pool.connection_class(**pool.connection_kwargs)
+            local.pid = os.getpid()
+        try:
+            conn.send_packed_command(conn.pack_command(*args), check_health=False)
+            return conn.read_response()
+        except (redis.ConnectionError, redis.TimeoutError):
+            conn.disconnect()
+            raise
+
+    SEND_CHUNK = 1000  # messages per send.lua call: Redis runs one call at a time (~2 ms each)
 
     def send_many(self, items: Iterable[tuple[str, int, bytes, int]], atomic: bool = False) -> None:
-        """One round trip; ``atomic`` sends them in one Lua script (send_atomic.lua) that writes
-        all or none: MULTI/EXEC would not roll back the writes made before one that fails."""
+        """Send in one round trip: pipelined send.lua calls of ``SEND_CHUNK`` messages of one
+        queue each (a script spares the client redis-py's per-command cost, 3x faster than a
+        pipeline of XADDs). ``atomic`` makes it one call that writes all or none: MULTI/EXEC would
+        not roll back the writes made before one that fails."""
         items = list(items)
+        if atomic:
+            calls = [items]
+        else:  # one queue per call: its keys share a hash tag (one cluster slot)
+            by_queue: dict[str, list] = {}
+            for item in items:
+                by_queue.setdefault(item[0], []).append(item)
+            calls = [q_items[i:i + self.SEND_CHUNK] for q_items in by_queue.values()
+                     for i in range(0, len(q_items), self.SEND_CHUNK)]
         new_queues = {queue for queue, _, _, _ in items} - self._known_queues
+        sha = self._send.sha
 
         def op():  # built afresh on every try: a pipeline forgets its commands when it fails
             pipe = self.client.pipeline(transaction=False)
             for queue in new_queues:
                 pipe.sadd(keys.QUEUES, queue)
-            (self._queue_atomic if atomic else self._queue_each)(pipe, items)
+            for call in calls:
+                targets, args = _send_args(call)
+                pipe.execute_command("EVALSHA", sha, len(targets), *targets,
+                                     b"1" if atomic else b"0", *args)
             return pipe.execute()
 
-        self._produce(op)
+        def op_loading_script():
+            try:
+                return op()
+            except redis.exceptions.NoScriptError:  # new or restarted server: no call ran
+                self.client.script_load(self._send.script)
+                return op()
+
+        self._produce(op_loading_script)
         self._known_queues |= new_queues
-
-    @staticmethod
-    def _queue_each(pipe, items: list[tuple[str, int, bytes, int]]) -> None:
-        for queue, level, data, due_ms in items:
-            if due_ms:
-                pipe.execute_command("ZADD", keys.delayed(queue), due_ms, _delayed_member(level, data))
-            else:
-                pipe.execute_command("XADD", keys.stream(queue, level), "*", "m", data)
-
-    def _queue_atomic(self, pipe, items: list[tuple[str, int, bytes, int]]) -> None:
-        targets: list[str] = []
-        args: list[int | bytes] = []
-        for queue, level, data, due_ms in items:
-            if due_ms:
-                targets.append(keys.delayed(queue))
-                args += [due_ms, _delayed_member(level, data)]
-            else:
-                targets.append(keys.stream(queue, level))
-                args += [0, data]
-        self._send_atomic(keys=targets, args=args, client=pipe)
 
     def set_priority(self, queue: str, task_id: str, level: int) -> bool:
         """Move a task that is still waiting in ``queue`` to priority ``level``; False if it is
@@ -477,6 +514,10 @@ class RedisBroker:
         return removed
 
     def close(self) -> None:
+        conn = getattr(self._local, "conn", None)  # this thread's; other threads' close with them
+        if conn is not None:
+            conn.disconnect()
+            self._local.conn = None
         if self._waiter is not None:
             self._waiter.close()
         self.client.close()
