@@ -59,11 +59,7 @@ class Overseer:
         now = time.monotonic()
         broker = self.app.broker
         if now >= self._next_promote:
-            self._next_promote = now + self.conf.delayed_tick_ms / 1000.0
-            now_ms = int(time.time() * 1000)
-            for queue in self.queues:
-                while broker.promote(queue, now_ms, 1000)[0] == 1000:
-                    pass
+            self._next_promote = self._promote_due(now)
         if now >= self._next_renew:
             self._next_renew = now + self.conf.lease_ms / 3000.0
             for slot in range(self.slots.count):
@@ -76,7 +72,22 @@ class Overseer:
         if now >= self._next_health:
             self._next_health = now + self.conf.heartbeat_s
             self._report_health()
-        return self.conf.delayed_tick_ms / 1000.0
+        return min(self.conf.delayed_tick_ms / 1000.0, max(self._next_promote - time.monotonic(), 0.0))
+
+    def _promote_due(self, now: float) -> float:
+        """Move due delayed messages into the streams; return when to look again (monotonic):
+        at the next tick, or sooner when a message already waiting falls due before it, so a
+        countdown starts on time rather than up to ``delayed_tick_ms`` late."""
+        wall_ms = int(time.time() * 1000)
+        wake = now + self.conf.delayed_tick_ms / 1000.0
+        for queue in self.queues:
+            while True:
+                moved, next_due = self.app.broker.promote(queue, wall_ms, 1000)
+                if moved < 1000:
+                    break
+            if next_due is not None:
+                wake = min(wake, now + max(next_due - wall_ms, 0) / 1000.0)
+        return wake
 
     def _report_health(self) -> None:
         rec = health.record(self.name, self.slots, self.consumer, self.conf.block_ms / 1000.0,
