@@ -538,6 +538,25 @@ def measure_enqueue(system, r: redis.Redis, n: int) -> float:
     return n / seconds
 
 
+def measure_raw_redis(r: redis.Redis, n: int) -> tuple[float, float]:
+    """The ceiling of (a) and (d) on this machine: plain redis-py + hiredis, ``n`` XADDs of a
+    60-byte value one round trip at a time, then 5n in one pipeline (tasks/s each)."""
+    reset(r)
+    value = b"x" * 60
+    single = n / timed(lambda: [r.execute_command("XADD", "bench:raw", "*", "m", value)
+                                for _ in range(n)])
+
+    def pipelined():
+        pipe = r.pipeline(transaction=False)
+        for _ in range(5 * n):
+            pipe.execute_command("XADD", "bench:raw", "*", "m", value)
+        pipe.execute()
+
+    batch = 5 * n / timed(pipelined)
+    reset(r)
+    return single, batch
+
+
 def measure_batch(system, r: redis.Redis, n: int) -> dict[str, float]:
     """(d) tasks/s of each batch-sending method the system has, nothing consuming."""
     rates = {}
@@ -689,6 +708,9 @@ def define_rows(report: Report, sizes: Sizes) -> None:
 
 def run_all(systems: list, run: Run, sizes: Sizes, report: Report) -> None:
     """Phase by phase, each system in turn, so slow drift of a shared machine hits both alike."""
+    single, batch = measure_raw_redis(run.r, sizes.enqueue)
+    report.details.append(f"raw redis-py+hiredis on the same Redis (the ceiling of (a) and (d)): "
+                          f"XADD one at a time {single:,.0f}/s, pipelined {batch:,.0f}/s")
     for system in systems:
         rate = run_phase(report, "a", system, measure_enqueue, system, run.r, sizes.enqueue)
         if rate is not None:
