@@ -150,7 +150,24 @@ def test_requeue_from_the_dlq_runs_the_task_again_with_the_same_id(rapp, worker,
     worker()
     assert again.get(timeout=10) == "through the gate"
     assert rapp.AsyncResult(res.id).state == states.SUCCESS
-    assert [a for a, _ in starts(r, res.id)] == [0, 1, 1]  # the envelope of its last attempt
+    assert [a for a, _ in starts(r, res.id)] == [0, 1, 2]  # the third run is attempt 2
+
+
+def test_requeued_task_that_fails_again_gets_one_run_and_returns_to_the_dlq(rapp, worker, r):
+    from tests.apps.reliable import gated
+
+    worker()
+    res = gated.delay()
+    with pytest.raises(ConnectionError):
+        res.get(timeout=10)
+    assert dead_letter_of(rapp, res.id).attempts == 2
+    assert DeadLetters(rapp).requeue(res.id) == 1
+    wait_for(lambda: DeadLetters(rapp).count() == 1, 10, message="back in the DLQ")
+    dead = dead_letter_of(rapp, res.id)
+    assert dead.attempts == 3  # one more run, every error kept
+    assert [e["attempt"] for e in dead.errors] == [0, 1, 2]
+    assert [a for a, _ in starts(r, res.id)] == [0, 1, 2]
+    assert rapp.AsyncResult(res.id).state == states.FAILURE
 
 
 # -- 3. time limits ----------------------------------------------------------------------------

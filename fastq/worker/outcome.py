@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import msgpack
@@ -56,7 +57,10 @@ def failed(done: Finish, task: Task, msg: Message, queue: str, exc: BaseExceptio
     if msg.idem_key:
         done.releases.append((msg.idem_key, msg.id))
     if msg.attempt > 0 or requested or policy.retries_automatically(cause):
-        dead_letter(done, queue, encode_message(msg), f"failed after {msg.attempt + 1} attempts: "
+        # Kept as the next attempt would be sent: a requeue from the DLQ then counts on and keeps
+        # every error, instead of repeating this attempt's number and losing its error.
+        kept = replace(msg, attempt=msg.attempt + 1, options={**msg.options, "errors": errors})
+        dead_letter(done, queue, encode_message(kept), f"failed after {msg.attempt + 1} attempts: "
                     f"{type(cause).__name__}: {cause}", msg, consumer, entry, errors)
     return states.FAILURE
 
@@ -64,8 +68,6 @@ def failed(done: Finish, task: Task, msg: Message, queue: str, exc: BaseExceptio
 def retry(done: Finish, task: Task, msg: Message, queue: str, exc: BaseException,
           errors: list[dict], delay_s: float, threshold: int) -> None:
     """Schedule the next attempt in the delayed set (never by sleeping) and record RETRY."""
-    from dataclasses import replace
-
     nxt = replace(msg, attempt=msg.attempt + 1, options={**msg.options, "errors": errors})
     due_ms = int(time.time() * 1000 + max(delay_s, 0) * 1000)
     done.delayed.append((queue, msg.priority, due_ms, encode_message(nxt)))
