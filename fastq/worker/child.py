@@ -76,6 +76,7 @@ class Child:
         self._next_reclaim = time.monotonic() + self.conf.reclaim_interval_s
         self._interrupted = False  # a broker error cut a round short (see run_once)
         self._limiter = None
+        self._denied: dict[str, float] = {}  # bucket -> epoch ms of its next free slot (this batch)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._async_batch: list[tuple[Task, Message, tuple, dict, Delivery]] = []
         self._done = Finish()
@@ -230,6 +231,7 @@ class Child:
     # -- select and execute -----------------------------------------------------------------
     def process(self, deliveries: list[Delivery]) -> None:
         """Run a fetched batch in weighted-fair priority order."""
+        self._denied.clear()
         if len({d[1] for d in deliveries}) > 1:
             deliveries = self._order(deliveries)
         release_after = self.conf.release_after_ms / 1000.0
@@ -358,12 +360,19 @@ class Child:
 
             buckets.append((keys.rate_queue(queue), parse_rate(queue_rate)))
         for key, rate in buckets:
-            granted, wait_ms = self._limiter.acquire(key, rate, burst_s=self.conf.rate_burst_s)
-            if not granted:
-                self._done.delayed.append((queue, level, int(time.time() * 1000) + max(wait_ms, 1),
-                                           data))
-                self._done.ack(skey, entry_id)
-                return True
+            due_ms = self._denied.get(key)
+            if due_ms is None:
+                granted, wait_ms = self._limiter.acquire(key, rate, burst_s=self.conf.rate_burst_s)
+                if granted:
+                    continue
+                due_ms = time.time() * 1000 + max(wait_ms, 1)
+            # Denied: come back when a token may be free. Once a bucket has said no, the rest of
+            # the batch queues up behind it a token interval apart, without asking again: else a
+            # backlog would cycle through the delayed set every few ms (100 Redis calls per task).
+            self._denied[key] = due_ms + 1000.0 / rate
+            self._done.delayed.append((queue, level, int(due_ms), data))
+            self._done.ack(skey, entry_id)
+            return True
         return False
 
     def _run_async_batch(self) -> None:
