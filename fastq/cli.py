@@ -101,9 +101,24 @@ def status(ctx, app_spec):
             if st.depth or st.pending:
                 click.echo(f"{queue:<20} {keys.PRIORITY_NAMES[st.level]:<9} {st.depth:>9} "
                            f"{st.pending:>9} {st.oldest_age_ms / 1000:>9.1f}s")
-    workers = [msgpack.unpackb(w) for w in broker.workers()]
-    click.echo(f"\n{len(workers)} live worker children")
-    for w in sorted(workers, key=lambda w: w["consumer"]):
+    # A child's heartbeat comes from its fetch loop, so a child busy with a long task stops
+    # writing it; its supervisor's health record still shows it (busy, with which task).
+    beats = {w["consumer"]: w for w in map(msgpack.unpackb, broker.workers())}
+    records = sorted(map(msgpack.unpackb, broker.health_reports()), key=lambda rec: rec["worker"])
+    children = set(beats) | {c["consumer"] for rec in records for c in rec["children"]}
+    click.echo(f"\n{len(records)} live workers, {len(children)} live worker children")
+    for rec in records:
+        busy = sum(c["busy"] for c in rec["children"])
+        click.echo(f"  {rec['worker']} (pid {rec['pid']} on {rec['host']}): {busy} of "
+                   f"{len(rec['children'])} children busy, watchdog restarts "
+                   f"{rec['watchdog_restarts']}")
+        for child in rec["children"]:
+            doing = (f"busy {child['busy_s']:.1f}s with {child['task_id']}" if child["busy"]
+                     else "idle")
+            beat = beats.pop(child["consumer"], None)
+            counts = f"processed {beat['processed']:<10} failed {beat['failed']:<8}" if beat else ""
+            click.echo(f"    {child['consumer']:<40} {counts} {doing}")
+    for w in sorted(beats.values(), key=lambda w: w["consumer"]):  # consumers without a supervisor
         age = time.time() - w["at"]
         click.echo(f"  {w['consumer']:<40} pid {w['pid']:<8} processed {w['processed']:<10} "
                    f"failed {w['failed']:<8} seen {age:.1f}s ago  queues {','.join(w['queues'])}")

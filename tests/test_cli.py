@@ -5,7 +5,8 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from fastq import keys
+from tests.conftest import ROOT, wait_for
 
 
 def fastq(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -24,11 +25,25 @@ def test_status_shows_depth_per_priority_and_live_workers(app, start_worker, r):
     lines = out.stdout.splitlines()
     assert any(line.split()[:3] == ["default", "high", "1"] for line in lines), out.stdout
     assert any(line.split()[:3] == ["other", "batch", "1"] for line in lines), out.stdout
-    assert "0 live worker children" in out.stdout
+    assert "0 live workers, 0 live worker children" in out.stdout
     start_worker(concurrency=2, name="seen", queues="default")
+    wait_for(lambda: r.exists(keys.health("seen")), 10, message="the health record")
     out = fastq("status", "-A", "tests.apps.basic")  # both orders of -A work
-    assert "2 live worker children" in out.stdout
+    assert "1 live workers, 2 live worker children" in out.stdout, out.stdout
+    assert "seen (pid" in out.stdout and "0 of 2 children busy" in out.stdout, out.stdout
     assert "seen:0" in out.stdout and "seen:1" in out.stdout
+
+
+def test_status_shows_a_child_busy_with_a_long_task(app, start_worker, r):
+    from tests.apps.basic import slow_record
+
+    start_worker(concurrency=1, name="long", env={"FASTQ_HEARTBEAT_S": "0.2"})
+    res = slow_record.delay(1, 3)
+    wait_for(lambda: not r.exists(keys.worker("long:0")), 5,
+             message="the busy child's own heartbeat to lapse")
+    out = fastq("-A", "tests.apps.basic", "status")
+    assert "1 live workers, 1 live worker children" in out.stdout, out.stdout
+    assert f"with {res.id}" in out.stdout and "1 of 1 children busy" in out.stdout, out.stdout
 
 
 def test_purge_drops_waiting_messages(app, r):
