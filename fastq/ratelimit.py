@@ -70,6 +70,14 @@ def capacity(rate_per_s: float, burst_s: float = DEFAULT_BURST_S) -> float:
     return max(1.0, rate_per_s * burst_s)
 
 
+def check_request(rate_per_s: float, n: int) -> None:
+    """Refuse what no bucket can serve: a rate that is not a finite number > 0, or n < 1."""
+    if not (rate_per_s > 0 and math.isfinite(rate_per_s)):
+        raise ValueError(f"rate_per_s must be a finite number > 0 (or None), not {rate_per_s!r}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, not {n!r}")
+
+
 class RateLimiter:
     """Token buckets on ``client`` (a redis-py client, e.g. ``app.broker.client``).
 
@@ -96,10 +104,7 @@ class RateLimiter:
         """
         if rate_per_s is None:
             return n, 0
-        if not (rate_per_s > 0 and math.isfinite(rate_per_s)):
-            raise ValueError(f"rate_per_s must be a finite number > 0 (or None), not {rate_per_s!r}")
-        if n < 1:
-            raise ValueError(f"n must be >= 1, not {n!r}")
+        check_request(rate_per_s, n)
         cap = capacity(rate_per_s, self.burst_s if burst_s is None else burst_s)
         granted, wait_ms = self._script(
             keys=[key], args=[repr(float(rate_per_s)), int(n), repr(cap),

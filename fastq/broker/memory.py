@@ -31,7 +31,7 @@ from typing import ClassVar
 
 from fastq import keys
 from fastq.broker.base import Delivery, Finish, StreamStats
-from fastq.ratelimit import DEFAULT_BURST_S, capacity
+from fastq.ratelimit import DEFAULT_BURST_S, capacity, check_request
 
 _REVOCATIONS_MAX = 10_000  # the Redis stream is trimmed to about this many entries
 _HANDBACK_MAX = 10_000  # handback.lua / renew.lua look at this many pending entries per stream
@@ -141,10 +141,7 @@ class MemoryRateLimiter:
         ``(granted, wait_ms)`` exactly as :meth:`fastq.ratelimit.RateLimiter.acquire` does."""
         if rate_per_s is None:
             return n, 0
-        if not (rate_per_s > 0 and math.isfinite(rate_per_s)):
-            raise ValueError(f"rate_per_s must be a finite number > 0 (or None), not {rate_per_s!r}")
-        if n < 1:
-            raise ValueError(f"n must be >= 1, not {n!r}")
+        check_request(rate_per_s, n)
         cap = capacity(float(rate_per_s), self.burst_s if burst_s is None else burst_s)
         per_ms = float(rate_per_s) / 1000
         with self._lock:

@@ -5,20 +5,10 @@ import asyncio
 import os
 import time
 
-import redis
-
 from fastq import App
+from tests.apps import effects
 
 app = App("tests")
-_effects: redis.Redis | None = None
-
-
-def effects() -> redis.Redis:
-    """A plain client for recording side effects that tests then inspect."""
-    global _effects
-    if _effects is None or _effects.connection_pool.pid != os.getpid():
-        _effects = redis.Redis.from_url(os.environ["FASTQ_BROKER_URL"])
-    return _effects
 
 
 class CustomError(Exception):

@@ -6,27 +6,17 @@ ran to the list ``beat:fires``.
 """
 from __future__ import annotations
 
-import os
 import time
-
-import redis
 
 from fastq import App
 from fastq.schedules import crontab
+from tests.apps import effects
 
 app = App("beat_tests")
 app.conf.beat_schedule = {
     "every-second": {"task": "tests.apps.beat_app.record_fire", "schedule": 1.0,
                      "options": {"queue": "beat"}},
 }
-_effects: redis.Redis | None = None
-
-
-def effects() -> redis.Redis:
-    global _effects
-    if _effects is None or _effects.connection_pool.pid != os.getpid():
-        _effects = redis.Redis.from_url(os.environ["FASTQ_BROKER_URL"])
-    return _effects
 
 
 @app.task(bind=True, queue="beat")

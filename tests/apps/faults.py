@@ -6,23 +6,12 @@ processes. Broker from FASTQ_BROKER_URL.
 """
 from __future__ import annotations
 
-import os
 import time
 
-import redis
-
 from fastq import App
+from tests.apps import effects
 
 app = App("faults")
-_effects: redis.Redis | None = None
-
-
-def effects() -> redis.Redis:
-    """A plain client for recording side effects that tests then inspect."""
-    global _effects
-    if _effects is None or _effects.connection_pool.pid != os.getpid():
-        _effects = redis.Redis.from_url(os.environ["FASTQ_BROKER_URL"])
-    return _effects
 
 
 def release_key(tag: str) -> str:

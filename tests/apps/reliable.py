@@ -6,24 +6,13 @@ check timing and side effects of real worker processes. Broker from FASTQ_BROKER
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-
-import redis
 
 from fastq import App
 from fastq.errors import SoftTimeLimitExceeded, TimeLimitExceeded
+from tests.apps import effects
 
 app = App("reliable")
-_effects: redis.Redis | None = None
-
-
-def effects() -> redis.Redis:
-    """A plain client for recording side effects that tests then inspect."""
-    global _effects
-    if _effects is None or _effects.connection_pool.pid != os.getpid():
-        _effects = redis.Redis.from_url(os.environ["FASTQ_BROKER_URL"])
-    return _effects
 
 
 def starts_key(task_id: str) -> str:
