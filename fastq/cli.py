@@ -296,12 +296,21 @@ def dlq_show(ctx, app_spec, ident, queue):
             click.echo("  " + dl.traceback.rstrip().replace("\n", "\n  "))
 
 
+def _dlq_selection(f):
+    """The options that pick dead letters: IDS..., --task NAME, --all, and -Q QUEUE."""
+    for option in reversed([
+        click.argument("ids", nargs=-1),
+        click.option("--task", default=None, help="Every dead letter of this task name"),
+        click.option("--all", "all_", is_flag=True, help="Every dead letter"),
+        click.option("-Q", "--queue", default=None, help="Only this queue (default: all known)"),
+    ]):
+        f = option(f)
+    return f
+
+
 @dlq.command("requeue")
 @_app_option
-@click.argument("ids", nargs=-1)
-@click.option("--task", default=None, help="Every dead letter of this task name")
-@click.option("--all", "all_", is_flag=True, help="Every dead letter")
-@click.option("-Q", "--queue", default=None, help="Only this queue (default: all known)")
+@_dlq_selection
 @click.pass_context
 def dlq_requeue(ctx, app_spec, ids, task, all_, queue):
     """Send dead letters again, unchanged (same task id, arguments and priority)."""
@@ -322,10 +331,7 @@ def dlq_requeue(ctx, app_spec, ids, task, all_, queue):
 
 @dlq.command("purge")
 @_app_option
-@click.argument("ids", nargs=-1)
-@click.option("--task", default=None, help="Every dead letter of this task name")
-@click.option("--all", "all_", is_flag=True, help="Every dead letter")
-@click.option("-Q", "--queue", default=None, help="Only this queue (default: all known)")
+@_dlq_selection
 @click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation")
 @click.pass_context
 def dlq_purge(ctx, app_spec, ids, task, all_, queue, force):
