@@ -622,22 +622,26 @@ class MemoryBroker:
 
     # -- monitoring and housekeeping -----------------------------------------------------------
     def heartbeat(self, consumer: str, info: bytes, ttl_ms: int) -> None:
-        with self._cond:
-            self._workers[consumer] = (info, time.monotonic() + ttl_ms / 1000.0)
+        self._put_expiring(self._workers, consumer, info, ttl_ms)
 
     def workers(self) -> list[bytes]:
-        now = time.monotonic()
-        with self._cond:
-            return [info for info, expires in self._workers.values() if expires > now]
+        return self._live_values(self._workers)
 
     def report_health(self, worker_name: str, info: bytes, ttl_ms: int) -> None:
-        with self._cond:
-            self._health[worker_name] = (info, time.monotonic() + ttl_ms / 1000.0)
+        self._put_expiring(self._health, worker_name, info, ttl_ms)
 
     def health_reports(self) -> list[bytes]:
+        return self._live_values(self._health)
+
+    def _put_expiring(self, table: dict, name: str, info: bytes, ttl_ms: int) -> None:
+        """Like SET PX: ``info`` under ``name`` for ``ttl_ms``."""
+        with self._cond:
+            table[name] = (info, time.monotonic() + ttl_ms / 1000.0)
+
+    def _live_values(self, table: dict) -> list[bytes]:
         now = time.monotonic()
         with self._cond:
-            return [info for info, expires in self._health.values() if expires > now]
+            return [info for info, expires in table.values() if expires > now]
 
     def queues(self) -> list[str]:
         with self._cond:

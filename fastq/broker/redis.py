@@ -56,13 +56,9 @@ def _deliveries(reply) -> list[Delivery]:
 
 
 def _pending_count(reply) -> int:
-    """The count in an XPENDING summary: redis-py parses it into a dict, a raw reply is a list;
-    an error (no group yet) counts as none."""
-    if isinstance(reply, dict):
-        return int(reply.get("pending") or 0)
-    if isinstance(reply, list) and reply:
-        return int(reply[0] or 0)
-    return 0
+    """The count in an XPENDING summary (redis-py parses it into a dict); an error (no group
+    yet) counts as none."""
+    return int(reply["pending"] or 0) if isinstance(reply, dict) else 0
 
 
 def _parse_id(entry_id: bytes | str) -> tuple[int, int]:
@@ -450,14 +446,17 @@ class RedisBroker:
         self.client.set(keys.worker(consumer), info, px=ttl_ms)
 
     def workers(self) -> list[bytes]:
-        names = list(self.client.scan_iter(match=keys.WORKER_PATTERN, count=1000))
-        return [v for v in self.client.mget(names) if v] if names else []
+        return self._live_values(keys.WORKER_PATTERN)
 
     def report_health(self, worker_name: str, info: bytes, ttl_ms: int) -> None:
         self.client.set(keys.health(worker_name), info, px=ttl_ms)
 
     def health_reports(self) -> list[bytes]:
-        names = list(self.client.scan_iter(match=keys.HEALTH_PATTERN, count=1000))
+        return self._live_values(keys.HEALTH_PATTERN)
+
+    def _live_values(self, pattern: str) -> list[bytes]:
+        """The values of the (TTL) keys matching ``pattern`` that have not expired."""
+        names = list(self.client.scan_iter(match=pattern, count=1000))
         return [v for v in self.client.mget(names) if v] if names else []
 
     def queues(self) -> list[str]:
