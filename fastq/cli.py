@@ -209,7 +209,7 @@ def _when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _dlq_selector(ids: tuple[str, ...], task: str | None, all_: bool) -> None:
+def _check_one_selection(ids: tuple[str, ...], task: str | None, all_: bool) -> None:
     if sum((bool(ids), task is not None, all_)) != 1:
         raise click.UsageError("give dead-letter ids (entry or task ids), or --task NAME, or --all")
 
@@ -314,7 +314,7 @@ def _dlq_selection(f):
 @click.pass_context
 def dlq_requeue(ctx, app_spec, ids, task, all_, queue):
     """Send dead letters again, unchanged (same task id, arguments and priority)."""
-    _dlq_selector(ids, task, all_)
+    _check_one_selection(ids, task, all_)
     dead = _dead_letters(ctx, app_spec)
     try:
         report = dead.requeue_report(list(ids), task=task, all=all_, queue=queue)
@@ -336,7 +336,7 @@ def dlq_requeue(ctx, app_spec, ids, task, all_, queue):
 @click.pass_context
 def dlq_purge(ctx, app_spec, ids, task, all_, queue, force):
     """Delete dead letters for good."""
-    _dlq_selector(ids, task, all_)
+    _check_one_selection(ids, task, all_)
     dead = _dead_letters(ctx, app_spec)
     if not force:
         what = (", ".join(ids) if ids else f"every dead letter of task {task}" if task

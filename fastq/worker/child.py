@@ -150,12 +150,11 @@ class Child:
 
     def _note_levels(self, deliveries: list[Delivery], asked: list[int]) -> None:
         """Mark the levels where some stream gave all that was asked of it (more is waiting)."""
-        per_stream: dict[str, int] = {}
+        per_stream: dict[tuple[str, int], int] = {}
         for skey, level, entry_id, _ in deliveries:
-            per_stream[skey] = per_stream.get(skey, 0) + 1
+            per_stream[skey, level] = per_stream.get((skey, level), 0) + 1
             self._newest_ms[level] = _entry_ms(entry_id)
-        full = {keys.parse_stream(skey)[1] for skey, n in per_stream.items()
-                if n >= asked[keys.parse_stream(skey)[1]]}
+        full = {level for (_, level), n in per_stream.items() if n >= asked[level]}
         # a flooded level the plan gave no share this time is still flooded
         self._flooded = full | {level for level in self._flooded if asked[level] == 0}
 
