@@ -5,6 +5,7 @@ and real ``fastq worker`` processes started with ``python -m fastq``.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import signal
@@ -94,13 +95,37 @@ def r(redis_server) -> redis.Redis:
     client.close()
 
 
-@pytest.fixture
-def app(r):
-    from tests.apps.basic import app
+def app_fixture(module: str):
+    """A fixture: the App of ``module`` (a tests/apps module), reconnected for the test (an
+    earlier test may have restarted the server)."""
 
-    app.close()  # reconnect: an earlier test may have restarted the server
-    yield app
-    app.close()
+    @pytest.fixture
+    def fixture(r):
+        app = importlib.import_module(module).app
+        app.close()
+        yield app
+        app.close()
+
+    return fixture
+
+
+def worker_fixture(module: str, concurrency: int, app_name: str):
+    """A fixture: a factory starting workers on ``module`` (``concurrency`` children unless told
+    otherwise), after the app fixture ``app_name`` has reconnected the module's app."""
+
+    @pytest.fixture
+    def fixture(request, start_worker):
+        request.getfixturevalue(app_name)
+
+        def start(concurrency: int = concurrency, **options):
+            return start_worker(concurrency=concurrency, module=module, **options)
+
+        return start
+
+    return fixture
+
+
+app = app_fixture("tests.apps.basic")
 
 
 class WorkerProcess:

@@ -9,13 +9,12 @@ import signal
 import threading
 import time
 
-import pytest
 import redis
 
 from fastq import keys, states
 from fastq._core import decode_message, unpack_value
 from tests.apps.faults import release_key
-from tests.conftest import RedisServer, wait_for
+from tests.conftest import RedisServer, app_fixture, wait_for, worker_fixture
 
 STREAM = keys.stream("default", 2)  # every task here runs at the default priority
 PREFETCH = 100  # fastq's default: messages a child fetches per stream and round
@@ -23,23 +22,8 @@ PREFETCH = 100  # fastq's default: messages a child fetches per stream and round
 FAST_LEASE = {"FASTQ_LEASE_MS": "2000", "FASTQ_RECLAIM_INTERVAL_S": "0.5"}
 
 
-@pytest.fixture
-def fapp(r):
-    from tests.apps.faults import app
-
-    app.close()  # reconnect: an earlier test may have restarted the server
-    yield app
-    app.close()
-
-
-@pytest.fixture
-def worker(fapp, start_worker):
-    """Factory: a worker on tests.apps.faults."""
-
-    def start(concurrency: int = 2, **options):
-        return start_worker(concurrency=concurrency, module="tests.apps.faults", **options)
-
-    return start
+fapp = app_fixture("tests.apps.faults")
+worker = worker_fixture("tests.apps.faults", 2, "fapp")
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -15,29 +15,14 @@ from fastq._core import decode_message, unpack_body
 from fastq.dlq import DeadLetters
 from fastq.errors import EncodeError, TaskError
 from tests.apps.reliable import starts_key
-from tests.conftest import wait_for
+from tests.conftest import app_fixture, wait_for, worker_fixture
 
 TOLERANCE = 0.05  # retry gaps: the mover ticks every 20 ms, plus scheduling noise
 DELAYED = keys.delayed("default")
 
 
-@pytest.fixture
-def rapp(r):
-    from tests.apps.reliable import app
-
-    app.close()  # reconnect: an earlier test may have restarted the server
-    yield app
-    app.close()
-
-
-@pytest.fixture
-def worker(rapp, start_worker):
-    """Factory: a worker on tests.apps.reliable (one child unless told otherwise)."""
-
-    def start(concurrency: int = 1, **options):
-        return start_worker(concurrency=concurrency, module="tests.apps.reliable", **options)
-
-    return start
+rapp = app_fixture("tests.apps.reliable")
+worker = worker_fixture("tests.apps.reliable", 1, "rapp")
 
 
 def starts(r: redis.Redis, task_id: str) -> list[tuple[int, float]]:
