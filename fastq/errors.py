@@ -25,8 +25,14 @@ class TimeoutError(FastqError, TimeoutError):  # noqa: A001 - mirrors celery.exc
     """``AsyncResult.get(timeout=...)`` ran out of time."""
 
 
-class BrokerUnavailable(FastqError):
-    """No broker answers and none could be started."""
+class BrokerUnavailable(FastqError, ConnectionError):
+    """The broker cannot be reached or refuses work for now (connection lost, timed out, loading,
+    out of memory), or none answers and none could be started. Workers retry with back-off."""
+
+
+class BrokerOutOfMemory(BrokerUnavailable):
+    """The broker refused a write because it is out of memory (``maxmemory`` with
+    ``noeviction``): nothing of that write was applied; retry once memory is freed."""
 
 
 class TaskError(FastqError):

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import math
 import re
+from typing import TYPE_CHECKING
 
-import redis
-
-from fastq.broker import lua
+if TYPE_CHECKING:
+    from fastq.broker.base import Control
 
 _UNITS = {
     "s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0,
@@ -79,7 +79,8 @@ def check_request(rate_per_s: float, n: int) -> None:
 
 
 class RateLimiter:
-    """Token buckets on ``client`` (a redis-py client, e.g. ``app.broker.client``).
+    """Token buckets kept by ``broker`` (any :class:`fastq.broker.base.Control`, e.g.
+    ``app.broker``), shared by every worker using that broker.
 
     ``acquire(key, rate_per_s, n)`` takes up to ``n`` tokens and returns ``(granted, wait_ms)``:
     ``granted`` tokens were taken (0..n; fewer than ``n`` when the bucket runs dry), and ``wait_ms``
@@ -87,29 +88,25 @@ class RateLimiter:
     asking again.
     """
 
-    def __init__(self, client: redis.Redis, burst_s: float = DEFAULT_BURST_S):
+    def __init__(self, broker: Control, burst_s: float = DEFAULT_BURST_S):
         if not (burst_s >= 0 and math.isfinite(burst_s)):
             raise ValueError(f"burst_s must be a finite number >= 0, not {burst_s!r}")
-        self.client = client
+        self.broker = broker
         self.burst_s = burst_s
-        self._script = client.register_script(lua.load("rate_acquire"))
 
     def acquire(self, key: str, rate_per_s: float | None, n: int = 1, now_ms: int | None = None,
                 burst_s: float | None = None) -> tuple[int, int]:
         """Take up to ``n`` tokens from the bucket ``key`` refilled at ``rate_per_s``.
 
-        ``rate_per_s`` None means no limit: everything is granted without asking Redis.
-        ``now_ms`` overrides the Redis server clock (tests, or a caller with its own clock; don't
+        ``rate_per_s`` None means no limit: everything is granted without asking the broker.
+        ``now_ms`` overrides the broker's clock (tests, or a caller with its own clock; don't
         mix the two on one bucket). ``burst_s`` overrides the limiter's default burst.
         """
         if rate_per_s is None:
             return n, 0
         check_request(rate_per_s, n)
         cap = capacity(rate_per_s, self.burst_s if burst_s is None else burst_s)
-        granted, wait_ms = self._script(
-            keys=[key], args=[repr(float(rate_per_s)), int(n), repr(cap),
-                              "" if now_ms is None else int(now_ms)])
-        return int(granted), int(wait_ms)
+        return self.broker.take_tokens(key, rate_per_s, n, cap, now_ms)
 
 
 __all__ = ["DEFAULT_BURST_S", "RateLimiter", "capacity", "parse_rate"]

@@ -43,8 +43,8 @@ def _delayed_before(broker: Broker, queues: list[str], until_ms: float) -> bool:
     one is still waiting to fall due by ``until_ms`` (epoch ms)."""
     now_ms = int(time.time() * 1000)
     for q in queues:
-        next_due = broker.promote(q, now_ms)[1]
-        if next_due is not None and next_due <= until_ms:
+        moved, next_due = broker.promote(q, now_ms)
+        if moved or (next_due is not None and next_due <= until_ms):
             return True
     return False
 

@@ -747,37 +747,17 @@ def test_trim_and_purge(broker):
 
 
 # -- rate limits ------------------------------------------------------------------------------
-def test_memory_rate_limiter_matches_the_redis_token_bucket(r):
-    """The same calls on fastq.ratelimit.RateLimiter (Lua in Redis) and the in-process twin."""
-    import random
+def test_rate_limiter_same_cases_on_both_brokers(broker):
+    """rate_acquire.lua through RateLimiter: the same answers from fakeredis and from Redis."""
+    from fastq.ratelimit import RateLimiter, parse_rate
 
-    from fastq.ratelimit import RateLimiter
-
-    redis_limiter = RateLimiter(r)
-    mem = MemoryBroker().rate_limiter()
-    rng = random.Random(7)
-    now = 1_000_000
-    for i in range(400):
-        now += rng.choice([0, 0, 1, 3, 10, 50, 400, -5])
-        key = f"k{i % 3}"
-        rate = [10.0, 100.0, 0.5, 1000.0][i % 4 if i % 7 else 0]
-        n = rng.choice([1, 1, 2, 5, 80])
-        burst = rng.choice([None, 0.0, 0.5])
-        assert mem.acquire(key, rate, n, now_ms=now, burst_s=burst) == \
-            redis_limiter.acquire(key, rate, n, now_ms=now, burst_s=burst), i
-
-
-def test_memory_rate_limiter_same_cases_as_redis():
-    from fastq.ratelimit import parse_rate
-
-    broker = MemoryBroker()
-    limiter = broker.rate_limiter()
+    limiter = RateLimiter(broker)
     key = keys.rate_task("t.wait")
     assert limiter.acquire(key, 10, now_ms=1_000) == (1, 100)
     assert limiter.acquire(key, 10, now_ms=1_000) == (0, 100)
     assert limiter.acquire(key, 10, now_ms=1_050) == (0, 50)
     assert limiter.acquire(key, 10, now_ms=1_099) == (0, 1)
-    assert broker.rate_limiter().acquire(key, 10, now_ms=1_100) == (1, 100)  # buckets are shared
+    assert RateLimiter(broker).acquire(key, 10, now_ms=1_100) == (1, 100)  # buckets are shared
     assert limiter.acquire(key, 10, now_ms=5_000) == (1, 100)
     assert limiter.acquire(key, 10, now_ms=4_000) == (0, 100)
     bursty = keys.rate_queue("bursty")
@@ -790,13 +770,13 @@ def test_memory_rate_limiter_same_cases_as_redis():
     with pytest.raises(ValueError):
         limiter.acquire("k", 10, n=0)
     with pytest.raises(ValueError):
-        broker.rate_limiter(burst_s=-1)
-    broker.clear()  # buckets go with everything else
-    assert limiter.acquire(key, 10, now_ms=4_000) == (1, 100)
+        RateLimiter(broker, burst_s=-1)
 
 
 def test_memory_rate_limiter_by_the_wall_clock():
-    limiter = MemoryBroker().rate_limiter()
+    from fastq.ratelimit import RateLimiter
+
+    limiter = RateLimiter(MemoryBroker())
     got, end = 0, time.time() + 0.5
     while time.time() < end:
         granted, wait_ms = limiter.acquire("k", 100)

@@ -5,10 +5,18 @@ import multiprocessing
 import time
 
 import pytest
-import redis
 
 from fastq import keys
+from fastq.broker.redis import RedisBroker
 from fastq.ratelimit import RateLimiter, capacity, parse_rate
+
+
+@pytest.fixture
+def limiter(r, redis_server):
+    """A RateLimiter on a Redis broker over the session's (flushed) server."""
+    broker = RedisBroker(redis_server.url)
+    yield RateLimiter(broker)
+    broker.close()
 
 
 @pytest.mark.parametrize("rate, expected", [
@@ -53,8 +61,7 @@ def test_capacity_is_burst_seconds_but_at_least_one():
     assert capacity(100, burst_s=0.5) == 50
 
 
-def test_wait_ms_is_time_to_the_next_token(r):
-    limiter = RateLimiter(r)
+def test_wait_ms_is_time_to_the_next_token(limiter):
     key = keys.rate_task("t.wait")
     # 10/s: capacity 1, one token every 100 ms
     assert limiter.acquire(key, 10, now_ms=1_000) == (1, 100)
@@ -66,8 +73,7 @@ def test_wait_ms_is_time_to_the_next_token(r):
     assert limiter.acquire(key, 10, now_ms=4_000) == (0, 100)  # a clock behind refills nothing
 
 
-def test_partial_grants_and_burst(r):
-    limiter = RateLimiter(r)
+def test_partial_grants_and_burst(limiter, r):
     key = keys.rate_queue("bursty")
     # 100/s with a 0.5 s burst: 50 tokens at first, then one per 10 ms
     assert limiter.acquire(key, 100, n=80, now_ms=0, burst_s=0.5) == (50, 10)
@@ -80,8 +86,7 @@ def test_partial_grants_and_burst(r):
     assert limiter.acquire(slow, parse_rate("30/m"), now_ms=500) == (0, 1500)
 
 
-def test_idle_buckets_expire(r):
-    limiter = RateLimiter(r)
+def test_idle_buckets_expire(limiter, r):
     key = keys.rate_task("t.expire")
     limiter.acquire(key, 10)  # capacity 1: full again after 100 ms, so gone 100 ms + 1 s later
     ttl = r.pttl(key)
@@ -89,14 +94,12 @@ def test_idle_buckets_expire(r):
     assert set(r.hgetall(key)) == {b"tokens", b"ts"}
 
 
-def test_no_limit_does_not_touch_redis(r):
-    limiter = RateLimiter(r)
+def test_no_limit_does_not_touch_redis(limiter, r):
     assert limiter.acquire(keys.rate_task("t.free"), None, n=7) == (7, 0)
     assert r.exists(keys.rate_task("t.free")) == 0
 
 
-def test_bad_arguments(r):
-    limiter = RateLimiter(r)
+def test_bad_arguments(limiter, r):
     with pytest.raises(ValueError):
         limiter.acquire("k", 0)
     with pytest.raises(ValueError):
@@ -104,7 +107,7 @@ def test_bad_arguments(r):
     with pytest.raises(ValueError):
         limiter.acquire("k", 10, n=0)
     with pytest.raises(ValueError):
-        RateLimiter(r, burst_s=-1)
+        RateLimiter(limiter.broker, burst_s=-1)
 
 
 def _run_for(limiter: RateLimiter, key: str, rate: float, start: float, end: float,
@@ -120,9 +123,8 @@ def _run_for(limiter: RateLimiter, key: str, rate: float, start: float, end: flo
     return got
 
 
-def test_one_client_gets_the_rate_by_the_server_clock(r):
+def test_one_client_gets_the_rate_by_the_server_clock(limiter):
     rate = 50.0
-    limiter = RateLimiter(r)
     start = time.time()
     got = _run_for(limiter, keys.rate_task("t.single"), rate, start, start + 2.0, sleep=True)
     expected = rate * 2.0 + capacity(rate)
@@ -130,8 +132,7 @@ def test_one_client_gets_the_rate_by_the_server_clock(r):
 
 
 def _hammer(url: str, key: str, rate: float, start: float, end: float, out) -> None:
-    client = redis.Redis.from_url(url)
-    out.put(_run_for(RateLimiter(client), key, rate, start, end, sleep=False))
+    out.put(_run_for(RateLimiter(RedisBroker(url)), key, rate, start, end, sleep=False))
 
 
 def test_two_processes_share_one_bucket(redis_server, r):

@@ -1,4 +1,15 @@
-"""What a worker and a producer need from a broker. Two implementations: Redis Streams and memory.
+"""What fastq needs from a broker, as three Protocols: every method any module calls is named here.
+
+- :class:`Transport` moves messages: send, delay, fetch, acknowledge (``finish``), leases;
+- :class:`ResultStore` keeps outcomes: terminal records, non-terminal states;
+- :class:`Control` is everything else workers and tools share: revocations, uniqueness, priorities,
+  rate buckets, heartbeats and health records, dead letters, beat leadership.
+
+:class:`Broker` is all three. Two implementations share one code path: ``RedisBroker`` on a Redis
+server, and ``MemoryBroker`` (``memory://``), the same class over fakeredis in this process.
+``tests/test_broker_contract.py`` checks that each implements every method with a compatible
+signature. Transport failures surface as :class:`fastq.errors.BrokerUnavailable` (retry later),
+never as a client library's exception.
 
 A *delivery* is the tuple ``(stream_key, level, entry_id, data)``: where it came from (to ack it),
 its priority level, and the envelope bytes (``None`` when the entry was deleted while pending).
@@ -7,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 Delivery = tuple[str, int, bytes, bytes | None]
 
@@ -16,8 +27,8 @@ Delivery = tuple[str, int, bytes, bytes | None]
 class Finish:
     """Everything a child owes the broker after running some deliveries, written in one round trip.
 
-    Order matters and is kept by the broker: results first, then dead letters, then acks, so a
-    message is never acknowledged before its outcome is stored.
+    The broker acknowledges an entry only once every write of the round succeeded (results, states,
+    retries, dead letters): a refused write leaves the entries pending, to be written again.
     """
 
     results: list[tuple[str, bytes]] = field(default_factory=list)  # (task_id, record)
@@ -49,13 +60,17 @@ class StreamStats:
     oldest_age_ms: int  # age of the oldest entry (0 when empty)
 
 
-class Broker(Protocol):
+class Transport(Protocol):
+    """Messages in and out of the queues."""
+
     url: str
 
-    def send(self, queue: str, level: int, data: bytes) -> None: ...
+    def send(self, queue: str, level: int, data: bytes) -> None:
+        """Append one envelope to the ready stream of ``queue`` at ``level``."""
 
-    def send_many(self, items: Iterable[tuple[str, int, bytes, int]]) -> None:
-        """Send (queue, level, data, due_ms) items in one round trip; due_ms 0 = now."""
+    def send_many(self, items: Iterable[tuple[str, int, bytes, int]], atomic: bool = False) -> None:
+        """Send (queue, level, data, due_ms) items in one round trip; due_ms 0 = now. ``atomic``:
+        all or none, in one call."""
 
     def send_delayed(self, queue: str, level: int, data: bytes, due_ms: int) -> None:
         """Keep the message in the queue's delayed set until ``due_ms`` (epoch ms)."""
@@ -64,18 +79,92 @@ class Broker(Protocol):
         """Move due delayed messages to the streams: (moved, next due ms or None)."""
 
     def prepare(self, queues: Iterable[str]) -> None:
-        """Create what consuming ``queues`` needs (consumer groups)."""
+        """Create what consuming ``queues`` needs (consumer groups) and register the queues."""
 
     def fetch(self, consumer: str, queues: list[str], count: int, block_ms: int,
-              own_pending: bool = False, counts: list[int] | None = None) -> list[Delivery]: ...
+              own_pending: bool = False, counts: list[int] | None = None) -> list[Delivery]:
+        """Read up to ``count`` entries per stream (or ``counts[level]`` per stream of a level)."""
 
-    def finish(self, done: Finish, result_ttl_ms: int) -> None: ...
+    def finish(self, done: Finish, result_ttl_ms: int) -> None:
+        """Write a round's outcomes, then acknowledge its entries (never the other way round)."""
 
-    def wait_result(self, task_id: str, timeout: float | None) -> bytes | None: ...
+    def reclaim(self, consumer: str, queues: list[str], min_idle_ms: int,
+                count: int) -> list[Delivery]:
+        """Take over entries idle longer than ``min_idle_ms`` (their lease ran out)."""
 
-    def peek_result(self, task_id: str) -> bytes | None: ...
+    def delivery_counts(self, deliveries: list[Delivery]) -> list[int]:
+        """How many times each entry has been delivered."""
 
-    def forget_result(self, task_id: str) -> None: ...
+    def still_owned(self, consumer: str, deliveries: list[Delivery]) -> list[Delivery]:
+        """The deliveries still pending for ``consumer`` (not handed back meanwhile)."""
+
+    def renew(self, consumer: str, queues: list[str]) -> int:
+        """Reset the idle time of everything ``consumer`` holds (its leases)."""
+
+    def hand_back(self, consumer: str, queues: list[str], keep: bytes = b"") -> int:
+        """Return ``consumer``'s prefetched entries (all but ``keep``) to the queue."""
+
+    def entry(self, skey: str, entry_id: bytes) -> bytes | None:
+        """The envelope of one stream entry (None if it is gone)."""
+
+    def forget_consumer(self, consumer: str, queues: list[str]) -> bool:
+        """Remove ``consumer`` from the groups of ``queues`` if it holds nothing; True if removed."""
+
+    def trim(self, queue: str) -> int:
+        """Drop leftovers below everything not yet acknowledged (a safety net)."""
+
+    def purge(self, queue: str) -> int:
+        """Drop the messages waiting in ``queue``; in-flight ones finish normally."""
+
+    def queues(self) -> list[str]:
+        """Every queue ever sent to or consumed."""
+
+    def stats(self, queue: str) -> list[StreamStats]:
+        """Depth, pending and oldest age per priority level of ``queue``."""
+
+    def close(self) -> None:
+        """Release connections (a broker may be used again after: it reconnects)."""
+
+
+class ResultStore(Protocol):
+    """Task outcomes: the terminal record (one per task) and the latest non-terminal state."""
+
+    def wait_result(self, task_id: str, timeout: float | None) -> bytes | None:
+        """Block until the terminal record exists (None after ``timeout`` seconds)."""
+
+    def peek_result(self, task_id: str) -> bytes | None:
+        """The terminal record, without waiting."""
+
+    def peek_state(self, task_id: str) -> bytes | None:
+        """The latest non-terminal state record (RETRY, STARTED ...)."""
+
+    def forget_result(self, task_id: str) -> None:
+        """Drop the terminal record and the state."""
+
+
+class Control(Protocol):
+    """What workers, producers and tools share besides messages and results."""
+
+    def revoke(self, task_ids: list[str], terminate: bool, ttl_s: float) -> None: ...
+
+    def live_revocations(self) -> tuple[dict[str, float], str]:
+        """Every revocation still in force, and the cursor to follow new ones from."""
+
+    def revocations_since(self, cursor: str) -> tuple[str, list[tuple[str, float, bool]]]:
+        """New revocations after ``cursor``: (new cursor, [(task id, until, terminate)])."""
+
+    def claim_unique(self, key: str, task_id: str, ttl_ms: int) -> str | None:
+        """Take a uniqueness key for ``task_id``; None if taken, else the holder's task id."""
+
+    def release_unique(self, key: str, task_id: str) -> None:
+        """Give a uniqueness key back, if ``task_id`` still holds it."""
+
+    def set_priority(self, queue: str, task_id: str, level: int) -> bool:
+        """Move a task still waiting in ``queue`` to ``level``; False if it is not waiting."""
+
+    def take_tokens(self, key: str, rate_per_s: float, n: int, capacity: float,
+                    now_ms: int | None = None) -> tuple[int, int]:
+        """Token bucket: take up to ``n`` tokens; (granted, ms until the next token)."""
 
     def heartbeat(self, consumer: str, info: bytes, ttl_ms: int) -> None: ...
 
@@ -85,12 +174,25 @@ class Broker(Protocol):
 
     def health_reports(self) -> list[bytes]: ...
 
-    def queues(self) -> list[str]: ...
+    def dead_letters(self, queue: str, count: int = 100, start: str = "-",
+                     end: str = "+") -> list[tuple[bytes, dict]]:
+        """Dead letters of ``queue`` between entry ids ``start`` and ``end``, oldest first."""
 
-    def stats(self, queue: str) -> list[StreamStats]: ...
+    def dead_letter_count(self, queue: str) -> int: ...
 
-    def dead_letters(self, queue: str, count: int = 100) -> list[tuple[bytes, dict]]: ...
+    def requeue_dead(self, queue: str, entry_id: str, level: int) -> bytes | None:
+        """Move one dead letter back to its ready stream; the new entry id, or None if gone."""
 
-    def purge(self, queue: str) -> int: ...
+    def delete_dead(self, queue: str, entry_ids: list[str]) -> int: ...
 
-    def close(self) -> None: ...
+    def purge_dead(self, queue: str) -> int: ...
+
+    def beat(self, verb: str, keys_: list[str], args: list[Any]) -> Any:
+        """Run one of beat's atomic verbs (``beat_acquire`` ...; fastq/broker/lua/beat_*.lua)."""
+
+    def beat_last_fired(self) -> dict[str, int]:
+        """Entry name -> epoch ms of its last fired (or skipped) instant."""
+
+
+class Broker(Transport, ResultStore, Control, Protocol):
+    """A whole broker: what ``fastq.broker.connect`` returns."""

@@ -6,6 +6,7 @@ stream only ever holds ready and in-flight messages.
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -17,8 +18,12 @@ import structlog
 from fastq import keys
 from fastq.broker import lua
 from fastq.broker.base import Delivery, Finish, StreamStats
+from fastq.errors import BrokerOutOfMemory, BrokerUnavailable
 
 log = structlog.get_logger("fastq.broker")
+# What "the broker is unreachable or refuses writes for now" looks like from redis-py.
+_TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError,
+              redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
 _STREAM_INFO: dict[str, tuple[str, int]] = {}
 
 
@@ -55,6 +60,12 @@ def _deliveries(reply) -> list[Delivery]:
     return out
 
 
+def _no_group(exc: Exception) -> bool:
+    """A read of a stream or group that does not exist (fakeredis words it its own way)."""
+    text = str(exc)
+    return "NOGROUP" in text or "requires the key to exist" in text
+
+
 def _pending_count(reply) -> int:
     """The count in an XPENDING summary (redis-py parses it into a dict); an error (no group
     yet) counts as none."""
@@ -81,16 +92,52 @@ def _client(url: str, read_timeout: float | None = 30.0) -> redis.Redis:
                                 health_check_interval=0)
 
 
+def unavailable(exc: redis.RedisError) -> BrokerUnavailable:
+    """The fastq error for a redis-py one (out of memory is its own kind: writes are refused)."""
+    if isinstance(exc, redis.exceptions.OutOfMemoryError) or str(exc).startswith(("OOM", "EXECABORT")):
+        return BrokerOutOfMemory(f"redis refused a write: {exc}")
+    return BrokerUnavailable(f"redis unreachable: {exc}")
+
+
+def _translating(method):
+    """Raise BrokerUnavailable instead of redis-py's transport errors, so nothing outside
+    fastq/broker needs to know about redis."""
+
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except _TRANSIENT as exc:
+            raise unavailable(exc) from exc
+        except redis.ResponseError as exc:
+            if isinstance(exc, redis.exceptions.OutOfMemoryError) or \
+                    str(exc).startswith(("OOM", "EXECABORT", "LOADING", "MASTERDOWN", "READONLY")):
+                raise unavailable(exc) from exc
+            raise
+
+    return call
+
+
 class RedisBroker:
-    """A broker on one Redis server. Safe to use after ``fork()``: redis-py reconnects per process."""
+    """A broker on one Redis server. Safe to use after ``fork()``: redis-py reconnects per process.
+
+    Every public method raises :class:`fastq.errors.BrokerUnavailable` for transport trouble
+    (and its subclass ``BrokerOutOfMemory`` when the server refuses writes)."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _translate_public(cls)
+
+    def _connect(self, url: str, read_timeout: float | None = 30.0) -> redis.Redis:
+        """A client for ``url`` (memory:// overrides this to run the same code over fakeredis)."""
+        return _client(url, read_timeout)
 
     def __init__(self, url: str, result_url: str | None = None):
         self.url = url
-        self.client = _client(url)
+        self.client = self._connect(url)
         # Results live on the broker's Redis unless a separate result backend is configured.
-        self.results = _client(result_url) if result_url and result_url != url else self.client
-        self._waiter: redis.Redis | None = None
-        self._waiter_url = result_url or url
+        self.results = self._connect(result_url) if result_url and result_url != url \
+            else self.client
         # Raw XREADGROUP replies: skip redis-py's per-entry dict building on the hot path.
         self.client.response_callbacks.pop("XREADGROUP", None)
         self.client.response_callbacks.pop("XAUTOCLAIM", None)
@@ -103,6 +150,8 @@ class RedisBroker:
         self._handback = self.client.register_script(lua.load("handback"))
         self._reprioritize = self.client.register_script(lua.load("reprioritize"))
         self._send = self.client.register_script(lua.load("send"))
+        self._rate_acquire = self.client.register_script(lua.load("rate_acquire"))
+        self._purge = self.client.register_script(lua.load("purge"))
         self._local = threading.local()  # per thread: the connection of _command
         self.send_retry_s = 30.0
 
@@ -147,18 +196,25 @@ class RedisBroker:
         dispatch: a third more single sends per second than ``execute_command``, which is what
         ``.delay()`` costs apart from the round trip. Errors are the client's: a lost connection
         raises ConnectionError (and reconnects on the next call), a refused command ResponseError."""
-        local = self._local
-        conn = getattr(local, "conn", None)
-        if conn is None or local.pid != os.getpid():  # first use in this thread, or forked
-            pool = self.client.connection_pool
-            conn = local.conn = pool.connection_class(**pool.connection_kwargs)
-            local.pid = os.getpid()
+        conn = self._own_connection("conn", self.client)
         try:
             conn.send_packed_command(conn.pack_command(*args), check_health=False)
             return conn.read_response()
         except (redis.ConnectionError, redis.TimeoutError):
             conn.disconnect()
             raise
+
+    def _own_connection(self, slot: str, client: redis.Redis):
+        """This thread's connection named ``slot`` to ``client``'s server (made on first use, and
+        again after a fork)."""
+        local = self._local
+        conn = getattr(local, slot, None)
+        if conn is None or getattr(local, slot + "_pid", None) != os.getpid():
+            pool = client.connection_pool
+            conn = pool.connection_class(**pool.connection_kwargs)
+            setattr(local, slot, conn)
+            setattr(local, slot + "_pid", os.getpid())
+        return conn
 
     SEND_CHUNK = 1000  # messages per send.lua call: Redis runs one call at a time (~2 ms each)
 
@@ -268,10 +324,13 @@ class RedisBroker:
         try:
             reply = self.client.execute_command(*args, "STREAMS", *stream_keys, *ids)
         except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if not _no_group(exc):
                 raise
-            self.prepare(queues)  # the stream was deleted under us (e.g. FLUSHDB): recreate
-            return []
+            # never prepared, or the stream was deleted under us (e.g. FLUSHDB): (re)create
+            self._prepared.difference_update(queues)
+            self._known_queues.difference_update(queues)
+            self.prepare(queues)
+            reply = self.client.execute_command(*args, "STREAMS", *stream_keys, *ids)
         return _deliveries(reply)
 
     def _fetch_by_level(self, consumer: str, queues: list[str], counts: list[int]
@@ -286,7 +345,8 @@ class RedisBroker:
                                  "STREAMS", *stream_keys, *[">"] * len(stream_keys))
         out: list[Delivery] = []
         for reply in pipe.execute(raise_on_error=False):
-            if isinstance(reply, redis.ResponseError) and "NOGROUP" in str(reply):
+            if isinstance(reply, redis.ResponseError) and _no_group(reply):
+                self._known_queues.difference_update(queues)
                 self.prepare(queues)
             elif isinstance(reply, Exception):
                 raise reply
@@ -295,20 +355,34 @@ class RedisBroker:
         return out
 
     def finish(self, done: Finish, result_ttl_ms: int) -> None:
-        pipe = self.results.pipeline(transaction=False)
+        """Write a round's outcomes and acknowledge its entries in one MULTI/EXEC.
+
+        A transaction because Redis refuses a write under ``maxmemory`` (OOM) but would still run
+        XACK/XDEL, which are not "deny on OOM" commands: in one pipeline the message would be gone
+        and its outcome never written. A transaction holding a refused command is aborted whole
+        (EXECABORT), so the entries stay pending and the child writes them again later.
+
+        One terminal record per task: the record is pushed and the list trimmed to its first
+        element, so a late write (a worker paused past its lease whose batch was re-run
+        elsewhere) never adds a second record; the first outcome written wins. A re-run after a
+        crash (``done.overwrite``) replaces the record instead.
+        """
+        separate = self.results is not self.client
+        pipe = self.results.pipeline(transaction=True)
         cmd = pipe.execute_command
         for task_id, record in done.results:
             key = keys.result(task_id)
-            if task_id in done.overwrite:  # a re-run after a crash replaces, never adds, a result
+            if task_id in done.overwrite:
                 cmd("DEL", key)
             cmd("RPUSH", key, record)
+            cmd("LTRIM", key, 0, 0)
             cmd("PEXPIRE", key, result_ttl_ms)
         for task_id, record in done.states:
             cmd("SET", keys.state(task_id), record, "PX", result_ttl_ms)
-        if self.results is not self.client:  # results must be stored before anything is acked
-            if done.results:
+        if separate:  # results on another Redis: stored (and checked) before anything is acked
+            if done.results or done.states:
                 pipe.execute()
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self.client.pipeline(transaction=True)
             cmd = pipe.execute_command
         for queue, fields in done.dead:
             flat = [x for kv in fields.items() for x in kv]
@@ -320,7 +394,16 @@ class RedisBroker:
         for skey, ids in done.acks.items():
             cmd("XACK", skey, keys.GROUP, *ids)
             cmd("XDEL", skey, *ids)
-        pipe.execute()
+        pipe.execute()  # redis-py loads release.lua first if the server does not know it
+
+    def take_tokens(self, key: str, rate_per_s: float, n: int, capacity: float,
+                    now_ms: int | None = None) -> tuple[int, int]:
+        """Token bucket (``lua/rate_acquire.lua``, refilled by the Redis clock unless ``now_ms``
+        is given): take up to ``n`` tokens; (granted, ms until a token is free again)."""
+        granted, wait_ms = self._rate_acquire(
+            keys=[key], args=[repr(float(rate_per_s)), int(n), repr(float(capacity)),
+                              "" if now_ms is None else int(now_ms)])
+        return int(granted), int(wait_ms)
 
     def reclaim(self, consumer: str, queues: list[str], min_idle_ms: int,
                 count: int) -> list[Delivery]:
@@ -339,7 +422,7 @@ class RedisBroker:
                             "XAUTOCLAIM", key, keys.GROUP, consumer, min_idle_ms, cursor,
                             "COUNT", count)
                     except redis.ResponseError as exc:
-                        if "NOGROUP" in str(exc):
+                        if _no_group(exc):
                             break
                         raise
                     cursor, entries = reply[0], reply[1]
@@ -424,16 +507,34 @@ class RedisBroker:
         return self.results.get(keys.state(task_id))
 
     # -- results ---------------------------------------------------------------------------
+    WAIT_MARGIN_S = 1.0  # a result wait gives up this long after its timeout if Redis is silent
+    def _wait_args(self, key: str, timeout: float) -> tuple:
+        return ("BLMOVE", key, key, "RIGHT", "LEFT", timeout)
+
     def wait_result(self, task_id: str, timeout: float | None) -> bytes | None:
         """Block until the record exists. BLMOVE of a list onto itself returns the element and
-        leaves it in place, so any number of waiters wake on one push and no polling is needed."""
+        leaves it in place, so any number of waiters wake on one push and no polling is needed.
+
+        The reply is awaited for at most ``timeout`` + ``WAIT_MARGIN_S``: a frozen server or a
+        path that drops packets ends the wait on time (None, logged) instead of hanging."""
         key = keys.result(task_id)
         if timeout is not None and timeout <= 0:
             return self.results.lindex(key, 0)
-        if self._waiter is None:
-            self._waiter = _client(self._waiter_url, read_timeout=None)
-        return self._waiter.execute_command("BLMOVE", key, key, "RIGHT", "LEFT",
-                                            0 if timeout is None else timeout)
+        conn = self._own_connection("waiter", self.results)
+        try:
+            conn.send_packed_command(conn.pack_command(*self._wait_args(
+                key, 0 if timeout is None else timeout)), check_health=False)
+            if timeout is None:
+                return conn.read_response(timeout=None)
+            return conn.read_response(timeout=timeout + self.WAIT_MARGIN_S)
+        except redis.TimeoutError:
+            conn.disconnect()  # the reply may still come: never read it as another one's
+            log.warning("redis did not answer a result wait in time", task_id=task_id,
+                        timeout=timeout)
+            return None
+        except redis.ConnectionError:
+            conn.disconnect()
+            raise
 
     def peek_result(self, task_id: str) -> bytes | None:
         return self.results.lindex(keys.result(task_id), 0)
@@ -483,10 +584,11 @@ class RedisBroker:
         return self.client.xrange(keys.dlq(queue), count=count)
 
     def purge(self, queue: str) -> int:
-        """Drop the messages waiting in ``queue`` (all levels). In-flight ones finish normally."""
+        """Drop the messages waiting in ``queue`` (all levels); entries already delivered stay,
+        so in-flight tasks finish (or are reclaimed) normally. One ``purge.lua`` call a level."""
         pipe = self.client.pipeline(transaction=False)
         for key in keys.streams(queue):
-            pipe.execute_command("XTRIM", key, "MAXLEN", 0)
+            self._purge(keys=[key], args=[keys.GROUP], client=pipe)
         return sum(n for n in pipe.execute(raise_on_error=False) if isinstance(n, int))
 
     def trim(self, queue: str) -> int:
@@ -513,12 +615,20 @@ class RedisBroker:
         return removed
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)  # this thread's; other threads' close with them
-        if conn is not None:
-            conn.disconnect()
-            self._local.conn = None
-        if self._waiter is not None:
-            self._waiter.close()
+        for slot in ("conn", "waiter"):  # this thread's; other threads' close with them
+            conn = getattr(self._local, slot, None)
+            if conn is not None:
+                conn.disconnect()
+                setattr(self._local, slot, None)
         self.client.close()
         if self.results is not self.client:
             self.results.close()
+
+
+def _translate_public(cls: type) -> None:
+    for name, value in list(vars(cls).items()):
+        if not name.startswith("_") and callable(value) and not isinstance(value, type):
+            setattr(cls, name, _translating(value))
+
+
+_translate_public(RedisBroker)

@@ -15,13 +15,12 @@ import time
 from typing import TYPE_CHECKING
 
 import msgpack
-import redis
 import structlog
 
 from fastq import keys
 from fastq._core import decode_message, plan_levels, unpack_body
 from fastq.broker.base import Delivery, Finish
-from fastq.errors import DecodeError, SoftTimeLimitExceeded
+from fastq.errors import BrokerUnavailable, DecodeError, SoftTimeLimitExceeded
 from fastq.task import current_request
 from fastq.worker import outcome
 
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
     from fastq.worker.slots import Slots
 
 log = structlog.get_logger("fastq.worker")
-TRANSIENT = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError)
+TRANSIENT = (BrokerUnavailable, ConnectionError, TimeoutError)
 
 
 def _entry_ms(entry_id: bytes) -> int:
@@ -345,9 +344,8 @@ class Child:
         back to the delayed set until the next token is due (no worker waits on it)."""
         from fastq.ratelimit import RateLimiter
 
-        if self._limiter is None:  # memory:// brings its own in-process buckets
-            make = getattr(self.broker, "rate_limiter", None)
-            self._limiter = make() if make is not None else RateLimiter(self.broker.client)
+        if self._limiter is None:
+            self._limiter = RateLimiter(self.broker)
         skey, level, entry_id, data = delivery
         queue = keys.parse_stream(skey)[0]
         buckets = []
