@@ -1,20 +1,22 @@
 """The App: configuration, the task registry, and the way messages leave the process."""
 from __future__ import annotations
 
-import contextvars
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
+from fastq import current
+from fastq._core import decode_message
 from fastq.broker import Broker, connect
 from fastq.broker.embedded import resolve_broker_url
 from fastq.config import Settings
 from fastq.errors import NotRegistered
+from fastq.middleware import Hooks, Middleware
 from fastq.result import AsyncResult
-from fastq.task import Task
+from fastq.task import Task, resolve_priority
 
-_current: App | None = None
-_batch: contextvars.ContextVar[list | None] = contextvars.ContextVar("fastq_batch", default=None)
+if TYPE_CHECKING:
+    from fastq.message import Message
 
 
 def _unregistered(*_args: Any, **_kwargs: Any) -> None:
@@ -23,7 +25,7 @@ def _unregistered(*_args: Any, **_kwargs: Any) -> None:
 
 def current_app() -> App:
     """The most recently created App (Celery's ``current_app``); a default one if none exists."""
-    return _current if _current is not None else App()
+    return current.app()
 
 
 class Control:
@@ -42,8 +44,6 @@ class Control:
     def set_priority(self, task_id: str, priority: int | str, queue: str | None = None) -> bool:
         """Move a task that is still waiting in its queue to another priority level; False when
         it is no longer waiting (running, done, delayed) or not found."""
-        from fastq.task import resolve_priority
-
         return self.app.broker.set_priority(queue or self.app.conf.default_queue, task_id,
                                             resolve_priority(priority))
 
@@ -54,13 +54,25 @@ class App:
     task_class: type[Task] = Task
 
     def __init__(self, main: str = "fastq", broker: str | None = None,
-                 result_backend: str | None = None, **settings: Any):
-        global _current
+                 result_backend: str | None = None, *,
+                 middleware: Iterable[Middleware] = (), **settings: Any):
         self.main = main
         self.conf = Settings.from_env(broker_url=broker, result_backend=result_backend, **settings)
         self.tasks: dict[str, Task] = {}
         self._broker: Broker | None = None
-        _current = self
+        self.middleware: list[Middleware] = []
+        self.hooks = Hooks([])
+        for m in middleware:
+            self.add_middleware(m)
+        current.set_app(self)
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        """Install ``middleware`` after those installed already (hooks run in install order).
+        Install before a worker starts: children see what was installed when they forked."""
+        if not isinstance(middleware, Middleware):
+            raise TypeError(f"middleware must be a fastq.Middleware instance, not {middleware!r}")
+        self.middleware.append(middleware)
+        self.hooks = Hooks(self.middleware)
 
     def __repr__(self) -> str:
         return f"<fastq.App {self.main}>"
@@ -133,14 +145,27 @@ class App:
         return Control(self)
 
     # -- sending ----------------------------------------------------------------------------
-    def send_message(self, queue: str, level: int, data: bytes, due_ms: int = 0) -> None:
-        pending = _batch.get()
+    def send_message(self, queue: str, level: int, data: bytes, due_ms: int = 0,
+                     message: Message | None = None) -> None:
+        """Send encoded ``data`` (or add it to the open batch); ``message`` is given when
+        ``after_send`` hooks are to run for it once it is written."""
+        pending = current.pending_batch()
         if pending is not None:
-            pending.append((queue, level, data, due_ms))
-        elif due_ms:
+            pending.items.append((queue, level, data, due_ms))
+            if message is not None:
+                pending.messages.append(message)
+            return
+        if due_ms:
             self.broker.send_delayed(queue, level, data, due_ms)
         else:
             self.broker.send(queue, level, data)
+        if message is not None:
+            self._after_send([message])
+
+    def _after_send(self, messages: list[Message]) -> None:
+        for message in messages:
+            for hook in self.hooks.after_send:
+                hook(self, message)
 
     def claim_unique(self, key: str, task_id: str, ttl_ms: int) -> str | None:
         """Take the uniqueness key for ``task_id``; None if taken, else the holder's task id."""
@@ -154,33 +179,33 @@ class App:
         ``atomic=True`` sends them in one Lua script that writes all or none (a failing write, e.g.
         to a key of the wrong type, leaves nothing sent: MULTI/EXEC would not roll back).
         """
-        if _batch.get() is not None:
+        if current.pending_batch() is not None:
             yield
             return
-        pending: list = []
-        token = _batch.set(pending)
         try:
-            yield
+            with current.capture() as pending:
+                yield
         except BaseException:
-            self._give_back_claims(pending)
+            self._give_back_claims(pending.items)
             raise
-        finally:
-            _batch.reset(token)
-        if pending:
+        if pending.items:
             try:
-                self.broker.send_many(pending, atomic=atomic)
+                self.broker.send_many(pending.items, atomic=atomic)
             except Exception:
                 if atomic:  # nothing was sent
-                    self._give_back_claims(pending)
+                    self._give_back_claims(pending.items)
                 raise
+        if pending.messages:
+            self._after_send(pending.messages)
 
     def _give_back_claims(self, unsent: list) -> None:
         """Release the uniqueness keys claimed by messages that were never sent (the batch block
         raised, or an atomic batch failed): else every send with such a key would be answered,
         until ``unique_for`` runs out, with the id of a task that does not exist."""
-        from fastq._core import decode_message
-
         for _queue, _level, data, _due_ms in unsent:
             msg = decode_message(data)
             if msg.idem_key:
                 self.broker.release_unique(msg.idem_key, msg.id)
+
+
+current.set_default_factory(App)

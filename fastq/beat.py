@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 import structlog
 
-from fastq import keys
+from fastq import current, keys
 from fastq.schedules import BaseSchedule, to_schedule
 
 if TYPE_CHECKING:
@@ -385,15 +385,9 @@ class Beat:
     def _capture(self, entry: Entry, task_id: str) -> list[tuple]:
         """The messages ``app.send_task`` produces for this fire, collected instead of sent
         (through the App's batch), so that the fire script can send them atomically."""
-        from fastq.app import _batch
-
-        pending: list = []
-        token = _batch.set(pending)
-        try:
+        with current.capture() as batch:
             self.app.send_task(entry.task, entry.args, entry.kwargs, task_id=task_id, **entry.options)
-        finally:
-            _batch.reset(token)
-        return pending
+        return batch.items
 
     def _fire(self, entry: Entry, t: float) -> bool:
         """Send one instant of one entry unless it was sent already; True if this beat sent it."""

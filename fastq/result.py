@@ -11,7 +11,7 @@ import time
 import traceback as tb_module
 from typing import TYPE_CHECKING, Any
 
-from fastq import states
+from fastq import current, states
 from fastq._core import pack_value, unpack_value
 from fastq.errors import EncodeError, TaskError
 from fastq.errors import TimeoutError as FastqTimeoutError
@@ -65,9 +65,7 @@ class AsyncResult:
 
     def __init__(self, id: str, app: App | None = None):  # noqa: A002 - Celery's name
         if app is None:
-            from fastq.app import current_app
-
-            app = current_app()
+            app = current.app()
         self.id = id
         self.app = app
         self._record: list | None = None

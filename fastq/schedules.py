@@ -27,6 +27,8 @@ from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, croniter
 
+from fastq import current
+
 __all__ = ["BaseSchedule", "crontab", "schedule", "to_schedule"]
 
 _EPOCH = datetime(1970, 1, 1)
@@ -191,10 +193,8 @@ class crontab(BaseSchedule):  # noqa: N801 - Celery's name
         """``tz``, else the ``timezone`` setting of the current App, else UTC."""
         tz = self.tz
         if tz is None:
-            from fastq import app as app_module
-
-            current = getattr(app_module, "_current", None)
-            tz = current.conf.timezone if current is not None else "UTC"
+            app = current.peek_app()
+            tz = app.conf.timezone if app is not None else "UTC"
         return _zone(tz) if isinstance(tz, str) else tz
 
     def __repr__(self) -> str:

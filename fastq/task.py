@@ -14,8 +14,9 @@ from fastq import keys
 from fastq._core import encode_message, pack_body
 from fastq.errors import EncodeError
 from fastq.message import CODEC_NAMES, Message
+from fastq.ratelimit import parse_rate
 from fastq.result import AsyncResult
-from fastq.retry import MaxRetriesExceededError, Retry
+from fastq.retry import MaxRetriesExceededError, Retry, RetryPolicy
 
 if TYPE_CHECKING:
     from fastq.app import App
@@ -64,9 +65,6 @@ class Task:
     def __init__(self, app: App, fn: Callable, name: str, *, queue: str | None = None,
                  priority: int | str | None = None, ignore_result: bool = False,
                  serializer: str | None = None, bind: bool = False, **options: Any):
-        from fastq.ratelimit import parse_rate
-        from fastq.retry import RetryPolicy
-
         self.app = app
         self.fn = fn
         self.name = name
@@ -94,6 +92,11 @@ class Task:
         return f"<@task: {self.name}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.invoke(args, kwargs)
+
+    def invoke(self, args: Iterable[Any], kwargs: dict[str, Any]) -> Any:
+        """Call the function (with the task first when ``bind``): the one call form used by a
+        local call and by the worker's sync and async paths (for ``async def``: the coroutine)."""
         if self.bind:
             return self.fn(self, *args, **kwargs)
         return self.fn(*args, **kwargs)
@@ -199,17 +202,25 @@ class Task:
             owner = app.claim_unique(key, task_id, how.unique_for_ms)
             if owner is not None:
                 return AsyncResult(owner, app)
-        body, compressed = pack_body(args, kwargs, how.codec, conf.compress_threshold)
-        data = encode_message(Message(
-            task_id, self.name, body, how.codec, compressed, how.level, 0, how.due_ms,
-            how.expires_ms, how.soft_ms, how.hard_ms, idem_key=key or None))
-        if len(data) > conf.max_message_bytes:
-            if key:
+        hooks = app.hooks
+        try:
+            body, compressed = pack_body(args, kwargs, how.codec, conf.compress_threshold)
+            msg = Message(task_id, self.name, body, how.codec, compressed, how.level, 0,
+                          how.due_ms, how.expires_ms, how.soft_ms, how.hard_ms,
+                          idem_key=key or None)
+            for hook in hooks.before_send:  # may add options (headers), or refuse the send
+                hook(app, msg)
+            data = encode_message(msg)
+            if len(data) > conf.max_message_bytes:
+                raise EncodeError(f"message for {self.name} is {len(data):,} bytes, above "
+                                  f"max_message_bytes ({conf.max_message_bytes:,}): pass a "
+                                  "reference to the data (a key, a path, a URL) instead")
+        except BaseException:
+            if key:  # never sent: the key must not keep answering with this task's id
                 app.broker.release_unique(key, task_id)
-            raise EncodeError(f"message for {self.name} is {len(data):,} bytes, above "
-                              f"max_message_bytes ({conf.max_message_bytes:,}): pass a reference "
-                              "to the data (a key, a path, a URL) instead")
-        app.send_message(how.queue, how.level, data, how.due_ms)
+            raise
+        app.send_message(how.queue, how.level, data, how.due_ms,
+                         msg if hooks.after_send else None)
         return AsyncResult(task_id, app)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name

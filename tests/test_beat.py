@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import fastq.app
+import fastq.current
 from fastq import App, keys
 from fastq._core import decode_message
 from fastq.beat import Beat, fire_task_id, fire_time_of, load_entries
@@ -87,7 +87,7 @@ def test_crontab_fires_on_the_wall_clock_of_its_time_zone():
 
 
 def test_crontab_without_tz_uses_the_app_timezone(monkeypatch, r):
-    monkeypatch.setattr(fastq.app, "_current", fastq.app._current)  # restored after the test
+    monkeypatch.setattr(fastq.current, "_app", fastq.current.peek_app())  # restored after the test
     with pytest.raises(ValueError):
         App("tz-bad", timezone="Nowhere/Special")
     app = App("tz", timezone="Asia/Tokyo", beat_schedule={
@@ -153,7 +153,7 @@ def test_fire_ids_are_deterministic_uuid7_carrying_the_instant():
 
 # -- entries ------------------------------------------------------------------------------------
 def test_entries_from_config_and_add_periodic_task(monkeypatch, r):
-    monkeypatch.setattr(fastq.app, "_current", fastq.app._current)
+    monkeypatch.setattr(fastq.current, "_app", fastq.current.peek_app())
     app = App("entries", beat_missed="once", beat_schedule={
         "add-every-10": {"task": "proj.add", "schedule": 10.0, "args": (2, 3),
                          "options": {"queue": "math", "priority": "high", "routing_key": "x"}},
@@ -204,7 +204,7 @@ class FakeClock:
 @pytest.fixture
 def beat_app(monkeypatch, r):
     """Factory of Apps on the test Redis whose one entry ``e`` sends to queue ``m``."""
-    monkeypatch.setattr(fastq.app, "_current", fastq.app._current)
+    monkeypatch.setattr(fastq.current, "_app", fastq.current.peek_app())
     made: list[App] = []
 
     def make(every: float = 10.0, **conf) -> App:

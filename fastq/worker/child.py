@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING
 import msgpack
 import structlog
 
-from fastq import keys
+from fastq import keys, states
 from fastq._core import decode_message, plan_levels, unpack_body
 from fastq.broker.base import Delivery, Finish
 from fastq.errors import BrokerUnavailable, DecodeError, SoftTimeLimitExceeded
+from fastq.middleware import DeferMessage, SkipMessage
 from fastq.task import current_request
-from fastq.worker import outcome
+from fastq.worker import gates, outcome
 
 if TYPE_CHECKING:
     from fastq.app import App
@@ -74,14 +75,21 @@ class Child:
         self._next_revocation_sync = 0.0
         self._next_reclaim = time.monotonic() + self.conf.reclaim_interval_s
         self._interrupted = False  # a broker error cut a round short (see run_once)
-        self._limiter = None
-        self._denied: dict[str, float] = {}  # bucket -> epoch ms of its next free slot (this batch)
+        self.current_stream = ""  # the stream of the delivery being run (for the steps)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._async_batch: list[tuple[Task, Message, tuple, dict, Delivery]] = []
         self._done = Finish()
         self._last_flush = time.monotonic()
         self._next_heartbeat = 0.0
         self._log = log.bind(consumer=consumer)
+        self.hooks = app.hooks
+        self._rate_gate = gates.RateLimited(self) if gates.RateLimited.wanted(self) else None
+        steps = [gates.Revoked(self), gates.Expired()]
+        if self._rate_gate is not None:
+            steps.append(self._rate_gate)
+        # the built-in steps, then the installed middleware's before_execute, in order
+        self._gates = [step.before_execute for step in steps] + list(self.hooks.before_execute)
+        self._call_hooks(self.hooks.child_init, self)
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -229,7 +237,8 @@ class Child:
     # -- select and execute -----------------------------------------------------------------
     def process(self, deliveries: list[Delivery]) -> None:
         """Run a fetched batch in weighted-fair priority order."""
-        self._denied.clear()
+        if self._rate_gate is not None:
+            self._rate_gate.new_batch()
         if len({d[1] for d in deliveries}) > 1:
             deliveries = self._order(deliveries)
         release_after = self.conf.release_after_ms / 1000.0
@@ -260,10 +269,11 @@ class Child:
         return ordered
 
     def _execute(self, delivery: Delivery) -> None:
+        """Decode, find the task, run the steps (built-in gates and middleware), run the task,
+        record its outcome."""
         skey, level, entry_id, data = delivery
-        done = self._done
         if data is None:  # deleted while pending (purged): nothing to run
-            done.ack(skey, entry_id)
+            self._done.ack(skey, entry_id)
             return
         try:
             msg = decode_message(data)
@@ -275,17 +285,16 @@ class Child:
             self._dead_letter(delivery, f"unknown task {msg.task!r}: not registered in this worker",
                               msg)
             return
-        if self.revoked and msg.id in self.revoked:
-            outcome.revoked(done, task, msg, "revoked", self.threshold)
-            done.ack(skey, entry_id)
+        self.current_stream = skey
+        try:
+            for gate in self._gates:
+                gate(task, msg)
+        except SkipMessage as skip:
+            self._skipped(task, msg, delivery, skip)
             return
-        if msg.expires_ms and time.time() * 1000 > msg.expires_ms:
-            self._log.info("task expired, not run", task=msg.task, id=msg.id)
-            outcome.revoked(done, task, msg, "expired", self.threshold)
-            done.ack(skey, entry_id)
-            return
-        if (task.rate_limit or self.conf.queue_rate_limits) and self._rate_limited(task, msg,
-                                                                                    delivery):
+        except DeferMessage as defer:
+            self._done.delayed.append((keys.parse_stream(skey)[0], level, defer.due_ms, data))
+            self._done.ack(skey, entry_id)
             return
         try:
             args, kwargs = unpack_body(msg.body, msg.codec, msg.compressed, self.accept_pickle)
@@ -301,21 +310,60 @@ class Child:
             if msg.soft_limit_ms and self.handle_signals:
                 signal.setitimer(signal.ITIMER_REAL, msg.soft_limit_ms / 1000.0)
             try:
-                value = task.fn(task, *args, **kwargs) if task.bind else task.fn(*args, **kwargs)
+                value = task.invoke(args, kwargs)
             finally:
                 if msg.soft_limit_ms and self.handle_signals:
                     signal.setitimer(signal.ITIMER_REAL, 0)
         except Exception as exc:
-            self._failed(task, msg, skey, entry_id, exc)
+            self._record(task, msg, delivery, exc=exc)
         else:
-            self.processed += 1
-            outcome.succeeded(done, task, msg, value, self.threshold)
+            self._record(task, msg, delivery, value)
         finally:
             current_request.reset(token)
             self._end()
-        done.ack(skey, entry_id)
         if time.monotonic() - self._last_flush > self.conf.flush_ms / 1000.0:
             self.flush()
+
+    def _record(self, task: Task, msg: Message, delivery: Delivery, value=None,
+                exc: BaseException | None = None) -> None:
+        """The one place a run's outcome is recorded (sync and async tasks alike): result or
+        retry or failure (and dead letter), the ack, and the hooks that watch it."""
+        skey, entry_id = delivery[0], delivery[2]
+        if exc is None:
+            self.processed += 1
+            outcome.succeeded(self._done, task, msg, value, self.threshold)
+        else:
+            queue = keys.parse_stream(skey)[0]
+            failed = outcome.failed(self._done, task, msg, queue, exc, self.threshold,
+                                    self.consumer, entry_id)
+            if failed.state == states.RETRY:
+                self._log.info("task will be retried", task=task.name, id=msg.id,
+                               attempt=msg.attempt, error=repr(exc))
+                self._call_hooks(self.hooks.on_retry, task, msg, exc, failed.countdown)
+            else:
+                self.failed += 1
+                self._log.error("task failed", task=task.name, id=msg.id, error=repr(exc))
+                if failed.dead_reason:
+                    self._call_hooks(self.hooks.on_dead_letter, msg, failed.dead_reason)
+        self._done.ack(skey, entry_id)
+        if self.hooks.after_execute:
+            self._call_hooks(self.hooks.after_execute, task, msg, value, exc)
+
+    def _skipped(self, task: Task, msg: Message, delivery: Delivery, skip: SkipMessage) -> None:
+        """A step said not to run it: acknowledged, with the state the step named."""
+        outcome.skipped(self._done, task, msg, skip.reason, skip.state, self.threshold)
+        self._done.ack(delivery[0], delivery[2])
+        if self.hooks.after_execute:
+            self._call_hooks(self.hooks.after_execute, task, msg, None, skip)
+
+    def _call_hooks(self, hooks, *args) -> None:
+        """Run middleware hooks; one that raises is logged and does not fail the task."""
+        for hook in hooks:
+            try:
+                hook(*args)
+            except Exception:  # noqa: BLE001 - an observer must not break the worker
+                self._log.exception("middleware hook failed", hook=getattr(hook, "__qualname__",
+                                                                           repr(hook)))
 
     def _begin(self, msg: Message, skey: str, entry_id: bytes) -> None:
         if self.slots is not None:
@@ -326,51 +374,6 @@ class Child:
     def _end(self) -> None:
         if self.slots is not None:
             self.slots.end(self.slot, time.monotonic())
-
-    def _failed(self, task: Task, msg: Message, skey: str, entry_id: bytes,
-                exc: BaseException) -> None:
-        queue = keys.parse_stream(skey)[0]
-        state = outcome.failed(self._done, task, msg, queue, exc, self.threshold, self.consumer,
-                               entry_id)
-        if state == "RETRY":
-            self._log.info("task will be retried", task=task.name, id=msg.id, attempt=msg.attempt,
-                           error=repr(exc))
-        else:
-            self.failed += 1
-            self._log.error("task failed", task=task.name, id=msg.id, error=repr(exc))
-
-    def _rate_limited(self, task: Task, msg: Message, delivery: Delivery) -> bool:
-        """Take a token from the task's and the queue's bucket; without one, the message goes
-        back to the delayed set until the next token is due (no worker waits on it)."""
-        from fastq.ratelimit import RateLimiter
-
-        if self._limiter is None:
-            self._limiter = RateLimiter(self.broker)
-        skey, level, entry_id, data = delivery
-        queue = keys.parse_stream(skey)[0]
-        buckets = []
-        if task.rate_limit:
-            buckets.append((keys.rate_task(task.name), task.rate_limit))
-        queue_rate = self.conf.queue_rate_limits.get(queue)
-        if queue_rate:
-            from fastq.ratelimit import parse_rate
-
-            buckets.append((keys.rate_queue(queue), parse_rate(queue_rate)))
-        for key, rate in buckets:
-            due_ms = self._denied.get(key)
-            if due_ms is None:
-                granted, wait_ms = self._limiter.acquire(key, rate, burst_s=self.conf.rate_burst_s)
-                if granted:
-                    continue
-                due_ms = time.time() * 1000 + max(wait_ms, 1)
-            # Denied: come back when a token may be free. Once a bucket has said no, the rest of
-            # the batch queues up behind it a token interval apart, without asking again: else a
-            # backlog would cycle through the delayed set every few ms (100 Redis calls per task).
-            self._denied[key] = due_ms + 1000.0 / rate
-            self._done.delayed.append((queue, level, int(due_ms), data))
-            self._done.ack(skey, entry_id)
-            return True
-        return False
 
     def _run_async_batch(self) -> None:
         """Run the batch's ``async def`` tasks together on this child's event loop."""
@@ -383,20 +386,18 @@ class Child:
             async with limit:
                 current_request.set(msg)  # each asyncio task has its own context copy
                 try:
-                    coro = task.fn(task, *args, **kwargs) if task.bind else task.fn(*args, **kwargs)
+                    coro = task.invoke(args, kwargs)
                     if msg.soft_limit_ms:
                         value = await asyncio.wait_for(coro, msg.soft_limit_ms / 1000.0)
                     else:
                         value = await coro
                 except TimeoutError:
-                    self._failed(task, msg, delivery[0], delivery[2],
-                                 SoftTimeLimitExceeded("soft time limit exceeded"))
+                    self._record(task, msg, delivery,
+                                 exc=SoftTimeLimitExceeded("soft time limit exceeded"))
                 except Exception as exc:
-                    self._failed(task, msg, delivery[0], delivery[2], exc)
+                    self._record(task, msg, delivery, exc=exc)
                 else:
-                    self.processed += 1
-                    outcome.succeeded(self._done, task, msg, value, self.threshold)
-            self._done.ack(delivery[0], delivery[2])
+                    self._record(task, msg, delivery, value)
 
         async def run_all():
             await asyncio.gather(*(one(*item) for item in batch))
@@ -412,6 +413,7 @@ class Child:
         outcome.dead_letter(self._done, queue, data or b"", reason, msg, self.consumer, entry_id,
                             stream=skey)
         self._done.ack(skey, entry_id)
+        self._call_hooks(self.hooks.on_dead_letter, msg, reason)
 
     # -- revocations ------------------------------------------------------------------------
     def _sync_revocations(self, now: float) -> None:
@@ -434,8 +436,11 @@ class Child:
         """Write results, retries, dead letters and acks of everything run so far in one round
         trip. On a broker error the outcomes are kept and written on the next try."""
         if self._done:
-            self.broker.finish(self._done, self.result_ttl_ms)
+            done = self._done
+            self.broker.finish(done, self.result_ttl_ms)
             self._done = Finish()
+            if self.hooks.after_flush:
+                self._call_hooks(self.hooks.after_flush, self, done)
         self._last_flush = time.monotonic()
 
     def _heartbeat(self, now: float) -> None:

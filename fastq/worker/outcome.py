@@ -8,13 +8,15 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import msgpack
 
 from fastq import states
 from fastq._core import encode_message
 from fastq.broker.base import Finish
+from fastq.errors import TaskRevokedError
+from fastq.middleware import SkipMessage
 from fastq.result import exception_record, success_record
 from fastq.retry import Retry
 
@@ -35,12 +37,21 @@ def _error_entry(msg: Message, exc: BaseException) -> dict:
             "traceback": "".join(traceback.format_exception(exc)), "at": int(time.time() * 1000)}
 
 
+class Failed(NamedTuple):
+    """What :func:`failed` decided: the state written (RETRY or FAILURE), the delay before the
+    next attempt (RETRY), and why the message was dead-lettered (or None)."""
+
+    state: str
+    countdown: float = 0.0
+    dead_reason: str | None = None
+
+
 def failed(done: Finish, task: Task, msg: Message, queue: str, exc: BaseException,
-           threshold: int, consumer: str, entry: bytes | None = None) -> str:
+           threshold: int, consumer: str, entry: bytes | None = None) -> Failed:
     """Retry the message if its policy (or ``self.retry``) says so, else record the failure.
 
-    Returns the state written: RETRY or FAILURE. A task that was retried and has no attempts
-    left also goes to the dead-letter queue, with the error of every attempt.
+    A task that was retried and has no attempts left also goes to the dead-letter queue, with the
+    error of every attempt.
     """
     policy = task.retry_policy
     requested = isinstance(exc, Retry)
@@ -51,7 +62,7 @@ def failed(done: Finish, task: Task, msg: Message, queue: str, exc: BaseExceptio
         delay = exc.countdown if requested and exc.countdown is not None \
             else policy.delay_for(msg.attempt)
         retry(done, task, msg, queue, cause, errors, delay, threshold)
-        return states.RETRY
+        return Failed(states.RETRY, delay)
     if not task.ignore_result:
         done.results.append((msg.id, exception_record(cause, task.name, msg.codec, threshold)))
     if msg.idem_key:
@@ -60,9 +71,10 @@ def failed(done: Finish, task: Task, msg: Message, queue: str, exc: BaseExceptio
         # Kept as the next attempt would be sent: a requeue from the DLQ then counts on and keeps
         # every error, instead of repeating this attempt's number and losing its error.
         kept = replace(msg, attempt=msg.attempt + 1, options={**msg.options, "errors": errors})
-        dead_letter(done, queue, encode_message(kept), f"failed after {msg.attempt + 1} attempts: "
-                    f"{type(cause).__name__}: {cause}", msg, consumer, entry, errors)
-    return states.FAILURE
+        reason = f"failed after {msg.attempt + 1} attempts: {type(cause).__name__}: {cause}"
+        dead_letter(done, queue, encode_message(kept), reason, msg, consumer, entry, errors)
+        return Failed(states.FAILURE, 0.0, reason)
+    return Failed(states.FAILURE)
 
 
 def retry(done: Finish, task: Task, msg: Message, queue: str, exc: BaseException,
@@ -76,11 +88,17 @@ def retry(done: Finish, task: Task, msg: Message, queue: str, exc: BaseException
 
 
 def revoked(done: Finish, task: Task | None, msg: Message, reason: str, threshold: int) -> None:
-    from fastq.errors import TaskRevokedError
+    skipped(done, task, msg, reason, states.REVOKED, threshold)
 
-    if task is None or not task.ignore_result:
-        done.results.append((msg.id, exception_record(
-            TaskRevokedError(reason), msg.task, msg.codec, threshold, state=states.REVOKED)))
+
+def skipped(done: Finish, task: Task | None, msg: Message, reason: str, state: str | None,
+            threshold: int) -> None:
+    """A message acknowledged without running its task (a step raised SkipMessage): REVOKED
+    with TaskRevokedError(reason), FAILURE with SkipMessage(reason), or no record (None)."""
+    if state is not None and (task is None or not task.ignore_result):
+        exc = TaskRevokedError(reason) if state == states.REVOKED else SkipMessage(reason, state)
+        done.results.append((msg.id, exception_record(exc, msg.task, msg.codec, threshold,
+                                                      state=state)))
     if msg.idem_key:
         done.releases.append((msg.idem_key, msg.id))
 
