@@ -13,6 +13,7 @@ from fastq.config import Settings
 from fastq.errors import NotRegistered
 from fastq.middleware import Hooks, Middleware
 from fastq.result import AsyncResult
+from fastq.schedules import add_periodic_task
 from fastq.task import Task, resolve_priority
 
 if TYPE_CHECKING:
@@ -133,8 +134,6 @@ class App:
                           **options: Any) -> str:
         """Have ``fastq beat`` send ``sig`` (a Task or task name) on ``schedule`` (seconds, a
         timedelta, ``schedule`` or ``crontab``); Celery's ``add_periodic_task``. See fastq/beat.py."""
-        from fastq.beat import add_periodic_task
-
         return add_periodic_task(self, schedule, sig, args, kwargs, name, **options)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name

@@ -36,14 +36,13 @@ import redis
 import structlog
 
 from fastq import current, keys
-from fastq.schedules import BaseSchedule, to_schedule
+from fastq.schedules import BaseSchedule, check_missed, task_name_of, to_schedule
 
 if TYPE_CHECKING:
     from fastq.app import App
 
 log = structlog.get_logger("fastq.beat")
 
-MISSED_POLICIES = ("skip", "once", "all")
 MAX_CATCHUP = 100  # most fires sent for one entry in one catch-up ("all", or a late loop)
 FIRED_TTL_MS = 3_600_000  # how long a fire's dedup key lives (the last-fired hash guards beyond)
 HANDOVER_LEASES = 3.0  # a leader seen alive within this many leases ago: a handover, not downtime
@@ -143,26 +142,11 @@ class Entry:
     missed: str = "skip"
 
 
-def _task_name(task: Any) -> str:
-    if isinstance(task, str) and task:
-        return task
-    name = getattr(task, "name", None)
-    if isinstance(name, str) and name:
-        return name
-    raise TypeError(f"not a task or task name: {task!r}")
-
-
 def _send_options() -> frozenset[str]:
     from fastq.task import Task
 
     params = inspect.signature(Task.apply_async).parameters.values()
     return frozenset(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY) - {"task_id"}
-
-
-def _check_missed(policy: Any, where: str) -> str:
-    if policy not in MISSED_POLICIES:
-        raise ValueError(f"{where}: missed must be one of {MISSED_POLICIES}, not {policy!r}")
-    return policy
 
 
 def load_entries(app: App) -> dict[str, Entry]:
@@ -191,39 +175,10 @@ def load_entries(app: App) -> dict[str, Entry]:
         if isinstance(args, str | bytes) or not hasattr(args, "__iter__"):
             raise TypeError(f"{where}: args must be a tuple or list, not {args!r}")
         entries[str(name)] = Entry(
-            name=str(name), task=_task_name(spec["task"]), schedule=sched, args=tuple(args),
+            name=str(name), task=task_name_of(spec["task"]), schedule=sched, args=tuple(args),
             kwargs=dict(spec.get("kwargs") or {}), options=options,
-            missed=_check_missed(spec.get("missed", app.conf.beat_missed), where))
+            missed=check_missed(spec.get("missed", app.conf.beat_missed), where))
     return entries
-
-
-def add_periodic_task(app: App, schedule: Any, sig: Any, args: Any = (), kwargs: dict | None = None,
-                      name: str | None = None, **options: Any) -> str:
-    """``app.add_periodic_task``: add an entry to ``app.conf.beat_schedule``; returns its name.
-
-    ``sig`` is a Task or a task name (or a Celery-like signature with ``task``, ``args``,
-    ``kwargs``, ``options``). ``missed=`` sets the entry's missed-fire policy; other keyword
-    arguments are send options (``queue``, ``priority``, ``expires`` ...). The default name is
-    built from the task, its arguments and the schedule, so it is the same in every process.
-    """
-    if isinstance(getattr(sig, "task", None), str):  # a signature-like object
-        args = tuple(getattr(sig, "args", ()) or ()) + tuple(args or ())
-        kwargs = {**(getattr(sig, "kwargs", None) or {}), **(kwargs or {})}
-        options = {**(getattr(sig, "options", None) or {}), **options}
-        sig = sig.task
-    task = _task_name(sig)
-    missed = options.pop("missed", None)
-    to_schedule(schedule)  # a bad schedule fails here, at the call
-    args = tuple(args or ())
-    kwargs = dict(kwargs or {})
-    entry: dict[str, Any] = {"task": task, "schedule": schedule, "args": args, "kwargs": kwargs,
-                             "options": options}
-    if missed is not None:
-        entry["missed"] = _check_missed(missed, "add_periodic_task")
-    call = ", ".join([*(repr(a) for a in args), *(f"{k}={v!r}" for k, v in kwargs.items())])
-    key = name or f"{task}({call}) {schedule!r}"
-    app.conf.beat_schedule[key] = entry
-    return key
 
 
 # -- the beat ---------------------------------------------------------------------------------

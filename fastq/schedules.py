@@ -29,7 +29,7 @@ from croniter import CroniterBadDateError, croniter
 
 from fastq import current
 
-__all__ = ["BaseSchedule", "crontab", "schedule", "to_schedule"]
+__all__ = ["BaseSchedule", "add_periodic_task", "crontab", "schedule", "to_schedule"]
 
 _EPOCH = datetime(1970, 1, 1)
 _MAX_SCAN = 100_000  # candidate wall times examined for one next_fire_after (DST collapses)
@@ -263,3 +263,51 @@ def to_schedule(value: Any, tz: str | None = None) -> BaseSchedule:
         return value
     raise TypeError(f"not a schedule: {value!r} (use seconds, a timedelta, fastq.schedules.schedule "
                     "or fastq.schedules.crontab)")
+
+
+# -- periodic entries: what ``app.add_periodic_task`` writes into ``beat_schedule`` ------------
+MISSED_POLICIES = ("skip", "once", "all")
+
+
+def task_name_of(task: Any) -> str:
+    if isinstance(task, str) and task:
+        return task
+    name = getattr(task, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    raise TypeError(f"not a task or task name: {task!r}")
+
+
+def check_missed(policy: Any, where: str) -> str:
+    if policy not in MISSED_POLICIES:
+        raise ValueError(f"{where}: missed must be one of {MISSED_POLICIES}, not {policy!r}")
+    return policy
+
+
+def add_periodic_task(app: Any, schedule: Any, sig: Any, args: Any = (), kwargs: dict | None = None,
+                      name: str | None = None, **options: Any) -> str:
+    """``app.add_periodic_task``: add an entry to ``app.conf.beat_schedule``; returns its name.
+
+    ``sig`` is a Task or a task name (or a Celery-like signature with ``task``, ``args``,
+    ``kwargs``, ``options``). ``missed=`` sets the entry's missed-fire policy; other keyword
+    arguments are send options (``queue``, ``priority``, ``expires`` ...). The default name is
+    built from the task, its arguments and the schedule, so it is the same in every process.
+    """
+    if isinstance(getattr(sig, "task", None), str):  # a signature-like object
+        args = tuple(getattr(sig, "args", ()) or ()) + tuple(args or ())
+        kwargs = {**(getattr(sig, "kwargs", None) or {}), **(kwargs or {})}
+        options = {**(getattr(sig, "options", None) or {}), **options}
+        sig = sig.task
+    task = task_name_of(sig)
+    missed = options.pop("missed", None)
+    to_schedule(schedule)  # a bad schedule fails here, at the call
+    args = tuple(args or ())
+    kwargs = dict(kwargs or {})
+    entry: dict[str, Any] = {"task": task, "schedule": schedule, "args": args, "kwargs": kwargs,
+                             "options": options}
+    if missed is not None:
+        entry["missed"] = check_missed(missed, "add_periodic_task")
+    call = ", ".join([*(repr(a) for a in args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+    key = name or f"{task}({call}) {schedule!r}"
+    app.conf.beat_schedule[key] = entry
+    return key

@@ -23,7 +23,7 @@ from libc.limits cimport LLONG_MAX, LLONG_MIN
 from libc.string cimport memcpy
 
 from fastq.errors import DecodeError, EncodeError
-from fastq.message import Message
+from fastq._core.message import Message
 
 MAGIC = ENV_MAGIC
 VERSION = ENV_VERSION

@@ -29,8 +29,8 @@ import lz4.block
 import msgpack
 import orjson
 
+from fastq._core.message import Message
 from fastq.errors import DecodeError, EncodeError
-from fastq.message import Message
 
 MAGIC = 0xFA
 VERSION = 1
