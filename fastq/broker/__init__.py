@@ -7,7 +7,11 @@ from fastq.broker.base import Broker, Delivery, Finish, StreamStats
 def connect(url: str, result_url: str | None = None) -> Broker:
     """A broker for ``url`` (redis://, rediss://, unix://, memory://)."""
     if url.startswith("memory://"):
-        from fastq.broker.memory import MemoryBroker
+        try:
+            from fastq.broker.memory import MemoryBroker
+        except ImportError as exc:  # fakeredis is a test dependency
+            raise ImportError(f"memory:// runs the Redis broker over fakeredis, which is not "
+                              f"installed ({exc}): pip install 'fastq[testing]'") from exc
 
         return MemoryBroker.named(url)
     if url.split("://", 1)[0] in ("redis", "rediss", "unix"):
