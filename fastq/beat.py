@@ -1,14 +1,16 @@
 """The beat: sends periodic tasks at their scheduled instants (Celery's ``celery beat``).
 
-Run any number of beats (``fastq -A proj beat``, or ``fastq -A proj worker -B``); they agree in
-Redis (docs/beat.md, keys in fastq/keys.py):
+Run any number of beats (``fastq -A proj beat``, or ``fastq -A proj worker -B``); they agree
+through the broker (docs/beat.md; the atomic steps are ``fastq/broker/lua/beat_*.lua``, the keys
+in fastq/keys.py):
 
 - a leader lease ``fastq:beat:leader`` (``SET NX PX``, renewed by a compare-and-extend script every
   third of ``beat_lease_s``, released on exit) decides which beat fires; the others wait for it
   to expire;
-- each fire is one Lua script that checks the lease, checks and sets the dedup key
-  ``fastq:beat:fired:{entry}:{fire_ms}`` (``SET NX PX``), checks the entry's last fired instant in
-  the hash ``fastq:beat:last``, and only then XADDs the message and records the instant. Two beats
+- each fire is one atomic broker verb (``beat_fire``) that checks the lease, checks the entry's
+  last fired instant in the hash ``fastq:beat:last``, checks and sets the dedup key
+  ``fastq:beat:fired:{entry}:{fire_ms}`` (``SET NX PX``), and only then sends the message (to its
+  stream, or its delayed set for a countdown/eta) and records the instant. Two beats
   that both think they lead (one paused past its lease, say) never send one instant twice, and a
   message is never recorded as fired without being sent, nor sent without being recorded;
 - the hash tells a beat that starts after downtime what it missed: the policy ``skip`` (default),
@@ -30,16 +32,17 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import redis
 import structlog
 
-from fastq import current, keys
+from fastq import current
+from fastq.errors import BrokerRefused, BrokerUnavailable
 from fastq.schedules import BaseSchedule, check_missed, task_name_of, to_schedule
 
 if TYPE_CHECKING:
     from fastq.app import App
+    from fastq.broker import Broker
 
 log = structlog.get_logger("fastq.beat")
 
@@ -48,59 +51,6 @@ FIRED_TTL_MS = 3_600_000  # how long a fire's dedup key lives (the last-fired ha
 HANDOVER_LEASES = 3.0  # a leader seen alive within this many leases ago: a handover, not downtime
 ENTRY_FIELDS = frozenset({"task", "schedule", "args", "kwargs", "options", "relative", "missed"})
 IGNORED_OPTIONS = frozenset({"exchange", "routing_key", "exchange_type"})  # AMQP-only in Celery
-
-# KEYS: leader, seen. ARGV: beat id, lease ms, now ms. -> {1, previous seen} | {0, leader's PTTL}
-_ACQUIRE = """
-local function take()
-  local seen = redis.call('GET', KEYS[2])
-  redis.call('SET', KEYS[2], ARGV[3])
-  return {1, seen}
-end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return take() end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return take()
-end
-return {0, redis.call('PTTL', KEYS[1])}
-"""
-# Compare and extend. KEYS: leader, seen. ARGV: beat id, lease ms, now ms.
-_RENEW = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('SET', KEYS[2], ARGV[3])
-return 1
-"""
-# KEYS: leader, seen. ARGV: beat id, now ms.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('SET', KEYS[2], ARGV[2])
-return 1
-"""
-# Fire one instant: -1 not the leader, 0 already fired, 1 sent and recorded.
-# KEYS: leader, fired, last, queues, stream 1..n.
-# ARGV: beat id, entry, fire ms, fired ttl ms, then (queue, message) for each stream.
-_FIRE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-local last = redis.call('HGET', KEYS[3], ARGV[2])
-if last and tonumber(last) >= tonumber(ARGV[3]) then return 0 end
-if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[4]) then return 0 end
-for i = 5, #KEYS do
-  local j = 5 + (i - 5) * 2
-  redis.call('SADD', KEYS[4], ARGV[j])
-  redis.call('XADD', KEYS[i], '*', 'm', ARGV[j + 1])
-end
-redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
-return 1
-"""
-# Record an instant as handled without sending (skipped, or the baseline of a new entry).
-# KEYS: leader, last. ARGV: beat id, entry, ms.
-_ADVANCE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-local last = redis.call('HGET', KEYS[2], ARGV[2])
-if not last or tonumber(last) < tonumber(ARGV[3]) then redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) end
-return 1
-"""
 
 
 # -- fire ids ---------------------------------------------------------------------------------
@@ -205,43 +155,26 @@ class Beat:
         self._next: dict[str, float] = {}  # entry -> next instant to fire
         self._renew_at = 0.0  # time.monotonic() of the next lease renewal
         self._stop = threading.Event()
-        self._client: redis.Redis | None = None
-        self._scripts: dict[str, Any] = {}
+        self._broker: Broker | None = None
         self._log = log.bind(beat=self.id)
 
-    # -- Redis --------------------------------------------------------------------------------
     @property
-    def client(self) -> redis.Redis:
-        """A client of the broker's Redis with a read timeout (a hung server must not hang the
-        beat past its lease)."""
-        if self._client is None:
-            url = getattr(self.app.broker, "url", None) or ""
-            if not url.startswith(("redis://", "rediss://", "unix://")):
-                raise TypeError(f"fastq beat needs a Redis broker, not {url or self.app.broker!r}")
-            timeout = max(1.0, self.lease_s)
-            self._client = redis.Redis.from_url(url, socket_timeout=timeout,
-                                                socket_connect_timeout=timeout)
-            self._scripts = {name: self._client.register_script(src) for name, src in (
-                ("acquire", _ACQUIRE), ("renew", _RENEW), ("release", _RELEASE), ("fire", _FIRE),
-                ("advance", _ADVANCE))}
-        return self._client
-
-    def _script(self, name: str, keys_: list[str], args: list[Any]) -> Any:
-        self.client  # noqa: B018 - connects and registers the scripts
-        return self._scripts[name](keys=keys_, args=args)
+    def broker(self) -> Broker:
+        """The app's broker with its own connections whose commands time out within the lease
+        (a hung server must not hang the beat past it)."""
+        if self._broker is None:
+            self._broker = self.app.broker.with_timeout(max(1.0, self.lease_s))
+        return self._broker
 
     def _lease_ms(self) -> int:
         return max(1, int(self.lease_s * 1000))
 
     # -- the lease ----------------------------------------------------------------------------
     def _acquire(self, now: float) -> tuple[bool, int | None]:
-        ok, info = self._script("acquire", [keys.BEAT_LEADER, keys.BEAT_SEEN],
-                                [self.id, self._lease_ms(), int(now * 1000)])
-        return bool(ok), (int(info) if info is not None else None)
+        return self.broker.beat_acquire(self.id, self._lease_ms(), int(now * 1000))
 
     def _renew(self, now: float) -> bool:
-        return self._script("renew", [keys.BEAT_LEADER, keys.BEAT_SEEN],
-                            [self.id, self._lease_ms(), int(now * 1000)]) == 1
+        return self.broker.beat_renew(self.id, self._lease_ms(), int(now * 1000))
 
     def _lose(self, why: str) -> None:
         if self.is_leader:
@@ -254,10 +187,9 @@ class Beat:
             return
         self.is_leader = False
         try:
-            if self._script("release", [keys.BEAT_LEADER, keys.BEAT_SEEN],
-                            [self.id, int(self.clock() * 1000)]):
+            if self.broker.beat_release(self.id, int(self.clock() * 1000)):
                 self._log.info("beat released the leader lease")
-        except redis.RedisError as exc:
+        except (BrokerUnavailable, BrokerRefused) as exc:
             self._log.warning("beat could not release the lease; it expires by itself",
                               error=str(exc))
 
@@ -289,8 +221,7 @@ class Beat:
 
     def _take_over(self, now: float, seen_ms: int | None) -> None:
         """On becoming leader: read what was fired, and deal with what was missed."""
-        raw = self.client.hgetall(keys.BEAT_LAST)
-        last = {k.decode(): int(v) for k, v in raw.items()}
+        last = self.broker.beat_last_fired()
         handover = seen_ms is not None and now * 1000 - seen_ms <= HANDOVER_LEASES * self.lease_s * 1000
         now_ms = int(now * 1000)
         self._next.clear()
@@ -321,7 +252,7 @@ class Beat:
                 self._fire(entry, t)
 
     def _advance(self, name: str, ms: int) -> None:
-        if self._script("advance", [keys.BEAT_LEADER, keys.BEAT_LAST], [self.id, name, ms]) == -1:
+        if not self.broker.beat_advance(self.id, name, ms):
             self._lose("another beat holds it")
 
     def _fire_due(self, now: float) -> None:
@@ -350,26 +281,19 @@ class Beat:
         task_id = fire_task_id(entry.name, fire_ms)
         try:
             pending = self._capture(entry, task_id)
-        except redis.RedisError:
+        except BrokerUnavailable:  # e.g. claiming a uniqueness key: t stays due, retried
             raise
         except Exception:  # bad arguments or options: this instant cannot be sent, go on
             self._log.exception("beat could not build the message", entry=entry.name,
                                 task=entry.task, fire_at=_iso(t))
             return False
-        base = [keys.BEAT_LEADER, keys.beat_fired(entry.name, fire_ms), keys.BEAT_LAST, keys.QUEUES]
-        head = [self.id, entry.name, fire_ms, FIRED_TTL_MS]
-        delayed = any(len(item) > 3 and item[3] for item in pending)
-        if delayed:  # countdown/eta in options: record the fire, then send through the broker
-            result = self._script("fire", base, head)
-            if result == 1:
-                self.app.broker.send_many(pending)
-        else:
-            streams: list[str] = []
-            argv: list[Any] = []
-            for queue, level, data, *_rest in pending:
-                streams.append(keys.stream(queue, level))
-                argv += [queue, data]
-            result = self._script("fire", base + streams, head + argv)
+        try:
+            result = self.broker.beat_fire(self.id, entry.name, fire_ms, FIRED_TTL_MS, pending)
+        except BrokerRefused as exc:  # a key of the wrong type: nothing was written, and the
+            # same fire would be refused again; later instants may succeed (the key is fixed)
+            self._log.error("beat fire refused by the broker; instant not sent", entry=entry.name,
+                            fire_at=_iso(t), error=str(exc))
+            return False
         if result == -1:
             self._lose("another beat holds it")
             return False
@@ -398,13 +322,17 @@ class Beat:
                 try:
                     delay = self.tick()
                     backoff = 0.1
-                except (redis.RedisError, OSError) as exc:
+                except (BrokerUnavailable, BrokerRefused, OSError) as exc:
+                    # unreachable (or a lease step refused): the lease may be gone meanwhile
                     self._lose(f"broker error: {exc}")
-                    self._log.warning("beat broker error; retrying", error=str(exc), retry_in=backoff)
+                    logged = self._log.error if isinstance(exc, BrokerRefused) else self._log.warning
+                    logged("beat broker error; retrying", error=str(exc), retry_in=backoff)
                     delay, backoff = backoff, min(backoff * 2, 5.0)
                 self._stop.wait(min(delay, self.lease_s / 3))
         finally:
             self.release()
+            if self._broker is not None and self._broker is not self.app.broker:
+                self._broker.close()
             self._log.info("beat stopped", fired=self.fired)
 
     def stop(self) -> None:

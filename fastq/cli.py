@@ -194,11 +194,7 @@ def demo(count, concurrency, fail_ratio):
 def _dead_letters(ctx: click.Context, app_spec: str | None):
     from fastq.dlq import DeadLetters
 
-    app = _resolve_app(ctx, app_spec)
-    try:
-        return DeadLetters(app)
-    except TypeError as exc:
-        raise click.UsageError(str(exc)) from exc
+    return DeadLetters(_resolve_app(ctx, app_spec))
 
 
 def _when(ms: int) -> str:

@@ -9,8 +9,8 @@ import tempfile
 import time
 
 import click
+import msgpack
 
-from fastq import keys
 from fastq._core import IMPLEMENTATION, unpack_value
 from fastq.broker.embedded import resolve_broker_url
 
@@ -45,9 +45,16 @@ def _start_worker(url: str, concurrency: int) -> tuple[subprocess.Popen, str]:
     return proc, name
 
 
-def _wait_ready(client, name: str, concurrency: int, proc: subprocess.Popen) -> None:
+def _ready_children(broker, name: str) -> int:
+    """How many of worker ``name``'s children have written a heartbeat."""
+    prefix = f"{name}:"
+    return sum(1 for info in broker.workers()
+               if str(msgpack.unpackb(info, raw=False).get("consumer", "")).startswith(prefix))
+
+
+def _wait_ready(broker, name: str, concurrency: int, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + 30
-    while sum(1 for s in range(concurrency) if client.exists(keys.worker(f"{name}:{s}"))) < concurrency:
+    while _ready_children(broker, name) < concurrency:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise click.ClickException("the demo worker did not start")
         time.sleep(0.05)
@@ -74,7 +81,7 @@ def run_demo(count: int, concurrency: int, fail_ratio: float) -> int:
     click.echo(f"fastq demo: {count:,} tasks, worker -c {concurrency}, broker {url}, core {IMPLEMENTATION}")
     proc, name = _start_worker(url, concurrency)
     try:
-        _wait_ready(broker.client, name, concurrency, proc)
+        _wait_ready(broker, name, concurrency, proc)
         fail_every = int(round(1 / fail_ratio)) if fail_ratio > 0 else 0
         sent: list[tuple[str, int]] = []  # (task id, send time ms)
         started = time.perf_counter()
@@ -113,19 +120,14 @@ def _report(broker, sent, count, sent_s, wall_s, fail_every) -> None:
     states: dict[str, int] = {}
     latencies: list[float] = []
     missing = 0
-    client = broker.results
-    for base in range(0, len(sent), 10_000):
-        chunk = sent[base:base + 10_000]
-        pipe = client.pipeline(transaction=False)
-        for task_id, _ in chunk:
-            pipe.lindex(keys.result(task_id), 0)
-        for (_, sent_ms), raw in zip(chunk, pipe.execute(), strict=True):
-            if raw is None:
-                missing += 1
-                continue
-            record = unpack_value(raw)
-            states[record[0]] = states.get(record[0], 0) + 1
-            latencies.append(record[5] - sent_ms)
+    records = broker.peek_results([task_id for task_id, _ in sent])
+    for (_, sent_ms), raw in zip(sent, records, strict=True):
+        if raw is None:
+            missing += 1
+            continue
+        record = unpack_value(raw)
+        states[record[0]] = states.get(record[0], 0) + 1
+        latencies.append(record[5] - sent_ms)
     latencies.sort()
     expected_failures = len(range(0, count, fail_every)) if fail_every else 0
     click.echo("")

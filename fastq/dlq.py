@@ -21,12 +21,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgpack
-import redis
 import structlog
 
-from fastq import keys
 from fastq._core import decode_message
-from fastq.broker import lua
 from fastq.errors import DecodeError
 
 if TYPE_CHECKING:
@@ -123,32 +120,28 @@ class RequeueReport:
 
 
 class DeadLetters:
-    """Dead-letter management for ``app``'s broker (a Redis broker).
+    """Dead-letter management for ``app``'s broker (any broker: it uses the broker's dead-letter
+    verbs of ``fastq.broker.base.Control``).
 
     ``queue=None`` means every known queue (the ``fastq:queues`` set). Ids given to :meth:`show`,
     :meth:`requeue` and :meth:`purge` may be dead-letter entry ids (``1700000000000-0``) or task ids.
     """
 
     def __init__(self, app: App):
-        client = getattr(app.broker, "client", None)
-        if not isinstance(client, redis.Redis):
-            raise TypeError(f"dead-letter management needs a Redis broker, not {app.conf.broker_url}")
         self.app = app
-        self.client: redis.Redis = client
-        self._requeue = client.register_script(lua.load("requeue"))
+        self.broker = app.broker
 
     # -- reading ---------------------------------------------------------------------------
     def queues(self, queue: str | None = None) -> list[str]:
         if queue:
             return [queue]
-        return sorted(_text(q) for q in self.client.smembers(keys.QUEUES))
+        return self.broker.queues()
 
     def _scan(self, queue: str) -> Iterator[DeadLetter]:
         """Every dead letter of ``queue``, oldest first, read in chunks."""
-        key = keys.dlq(queue)
         start = "-"
         while True:
-            entries = self.client.xrange(key, min=start, count=_SCAN_CHUNK)
+            entries = self.broker.dead_letters(queue, count=_SCAN_CHUNK, start=start)
             for entry_id, fields in entries:
                 yield DeadLetter.from_entry(queue, entry_id, fields)
             if len(entries) < _SCAN_CHUNK:
@@ -171,10 +164,7 @@ class DeadLetters:
         return out
 
     def count(self, queue: str | None = None) -> int:
-        pipe = self.client.pipeline(transaction=False)
-        for q in self.queues(queue):
-            pipe.xlen(keys.dlq(q))
-        return sum(pipe.execute())
+        return sum(self.broker.dead_letter_count(q) for q in self.queues(queue))
 
     def find(self, ident: str, queue: str | None = None) -> list[DeadLetter]:
         """The dead letters with entry id ``ident`` or, failing that, task id ``ident``.
@@ -191,11 +181,9 @@ class DeadLetters:
         queues = self.queues(queue)
         found: list[DeadLetter] = []
         if _ENTRY_ID.match(ident):
-            pipe = self.client.pipeline(transaction=False)
             for q in queues:
-                pipe.xrange(keys.dlq(q), min=ident, max=ident)
-            for q, entries in zip(queues, pipe.execute(), strict=True):
-                found += [DeadLetter.from_entry(q, eid, fields) for eid, fields in entries]
+                found += [DeadLetter.from_entry(q, eid, fields) for eid, fields in
+                          self.broker.dead_letters(q, count=None, start=ident, end=ident)]
             if found:
                 return found, True
         for q in queues:
@@ -260,14 +248,8 @@ class DeadLetters:
         for start in range(0, len(todo), _SCAN_CHUNK):
             chunk = todo[start:start + _SCAN_CHUNK]
             self._forget_outcomes(chunk)
-            pipe = self.client.pipeline(transaction=False)
-            for q in {dl.queue for dl in chunk}:
-                pipe.sadd(keys.QUEUES, q)  # a queue named explicitly may be new to the set
-            for dl in chunk:
-                assert dl.priority is not None
-                self._requeue(keys=[keys.dlq(dl.queue), keys.stream(dl.queue, dl.priority)],
-                              args=[dl.dlq_entry_id], client=pipe)
-            replies = pipe.execute(raise_on_error=False)[-len(chunk):]
+            replies = self.broker.requeue_dead(
+                [(dl.queue, dl.dlq_entry_id, dl.priority) for dl in chunk])  # type: ignore[misc]
             for dl, reply in zip(chunk, replies, strict=True):
                 if isinstance(reply, Exception):
                     report.refused.append((dl, str(reply)))
@@ -276,7 +258,7 @@ class DeadLetters:
                 elif reply is None:  # requeued or purged meanwhile by someone else
                     report.missing.append(dl.dlq_entry_id)
                 else:
-                    report.requeued.append((dl, _text(reply)))
+                    report.requeued.append((dl, reply))
         if report.requeued:
             log.info("dead letters requeued", count=len(report.requeued))
         return report
@@ -286,34 +268,19 @@ class DeadLetters:
         that dead-lettered it, before it can run again, so that ``get()`` and ``state`` wait for
         the new run instead of answering with the old failure (result lists are only appended to).
         """
-        results = getattr(self.app.broker, "results", self.client)  # may be another Redis
-        pipe = results.pipeline(transaction=False)
-        for dl in dead:
-            if dl.task_id:
-                pipe.delete(keys.result(dl.task_id))
-                pipe.delete(keys.state(dl.task_id))
-        pipe.execute()
+        self.broker.forget_results([dl.task_id for dl in dead if dl.task_id])
 
     # -- purge -----------------------------------------------------------------------------
     def purge(self, ids: Iterable[str] | str | None = None, task: str | None = None,
               all: bool = False, queue: str | None = None) -> int:
         """Delete dead letters for good; returns how many were deleted."""
         if all and not ids and task is None:
-            total = 0
-            for q in self.queues(queue):
-                pipe = self.client.pipeline(transaction=True)
-                pipe.xlen(keys.dlq(q))
-                pipe.delete(keys.dlq(q))
-                total += pipe.execute()[0]
-            return total
+            return sum(self.broker.purge_dead(q) for q in self.queues(queue))
         selected, _missing = self._select(ids, task, all, queue)
-        total = 0
-        for start in range(0, len(selected), _SCAN_CHUNK):
-            pipe = self.client.pipeline(transaction=False)
-            for dl in selected[start:start + _SCAN_CHUNK]:
-                pipe.xdel(keys.dlq(dl.queue), dl.dlq_entry_id)
-            total += sum(pipe.execute())
-        return total
+        by_queue: dict[str, list[str]] = {}
+        for dl in selected:
+            by_queue.setdefault(dl.queue, []).append(dl.dlq_entry_id)
+        return sum(self.broker.delete_dead(q, entry_ids) for q, entry_ids in by_queue.items())
 
 
 __all__ = ["DeadLetter", "DeadLetters", "RequeueReport"]

@@ -35,6 +35,11 @@ class BrokerOutOfMemory(BrokerUnavailable):
     ``noeviction``): nothing of that write was applied; retry once memory is freed."""
 
 
+class BrokerRefused(FastqError):
+    """The broker refused a command as invalid (a key of the wrong type, a script's own error):
+    nothing transient, so the same command fails the same way again. Log it, do not retry it."""
+
+
 class TaskError(FastqError):
     """A task failed with an exception this process cannot rebuild with its own type.
 

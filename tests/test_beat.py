@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -308,6 +309,69 @@ def test_two_beats_that_both_think_they_lead_never_fire_an_instant_twice(beat_ap
     r.delete(keys.beat_fired("e", round((instant + 1) * 1000)))
     assert not a._fire(entry_a, instant + 1)  # and, without it, the last-fired hash
     assert sent(r) == [instant, instant + 1]
+
+
+def test_a_delayed_fire_is_recorded_and_sent_in_one_step(beat_app, r):
+    app = beat_app()
+    app.conf.beat_schedule["e"]["options"]["countdown"] = 60
+    clock = FakeClock(T0)
+    b = Beat(app, clock=clock)
+    b.tick()
+    clock.t = T0 + 10
+    b.tick()
+    fire_ms = round((T0 - 0.5 + 10) * 1000)
+    [(member, due_ms)] = r.zrange(keys.delayed("m"), 0, -1, withscores=True)
+    assert decode_message(member[1:]).id == fire_task_id("e", fire_ms)  # level byte, envelope
+    assert due_ms >= (T0 + 10 + 59) * 1000 and r.xlen(keys.stream("m", 2)) == 0
+    assert r.hget(keys.BEAT_LAST, "e") == str(fire_ms).encode() and b.fired == 1
+
+
+def test_a_refused_fire_writes_nothing_is_logged_and_the_beat_goes_on(beat_app, r, capsys):
+    clock = FakeClock(T0)
+    b = Beat(beat_app(), clock=clock)
+    b.tick()
+    baseline = r.hget(keys.BEAT_LAST, "e")
+    r.set(keys.stream("m", 2), "not a stream")  # someone clobbered the queue's stream key
+    clock.t = T0 + 10
+    b.tick()  # refused: logged, the instant is not retried, the lease is kept
+    assert b.is_leader and b.fired == 0
+    assert "beat fire refused by the broker" in capsys.readouterr().out
+    fire_ms = round((T0 - 0.5 + 10) * 1000)
+    assert not r.exists(keys.beat_fired("e", fire_ms))  # nothing of the fire was written
+    assert r.hget(keys.BEAT_LAST, "e") == baseline
+    r.delete(keys.stream("m", 2))
+    clock.t = T0 + 20
+    b.tick()
+    assert sent(r) == [T0 - 0.5 + 20] and b.fired == 1
+
+
+def test_the_beat_runs_on_the_memory_broker(monkeypatch):
+    monkeypatch.setattr(fastq.current, "_app", fastq.current.peek_app())
+    url = f"memory://{uuid.uuid4().hex}"
+    entry = {"task": "tests.record", "schedule": 10.0, "options": {"queue": "m"}}
+    app = App("beat-mem", broker=url, beat_schedule={"e": entry})
+    try:
+        clock = FakeClock(T0)
+        leader, standby = Beat(app, clock=clock, beat_id="a"), Beat(app, clock=clock, beat_id="b")
+        leader.tick()
+        standby.tick()
+        assert leader.is_leader and not standby.is_leader
+        for k in (1, 2):
+            clock.t = T0 + 10 * k
+            leader.tick()
+            standby.tick()
+        app.broker.prepare(["m"])
+        fired = [fire_time_of(decode_message(data).id)
+                 for _skey, _level, _eid, data in app.broker.fetch("t", ["m"], 10, 0)]
+        assert fired == [T0 - 0.5 + 10, T0 - 0.5 + 20] and leader.fired == 2
+        assert app.broker.beat_last_fired() == {"e": round((T0 - 0.5 + 20) * 1000)}
+        leader.release()
+        clock.t = T0 + 21
+        standby.tick()  # takes over at once, nothing missed
+        assert standby.is_leader and standby.fired == 0
+    finally:
+        app.broker.clear()
+        app.close()
 
 
 # -- real processes --------------------------------------------------------------------------------

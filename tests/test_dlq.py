@@ -12,10 +12,12 @@ import msgpack
 import pytest
 import redis
 
-from fastq import keys
+from fastq import App, keys
 from fastq._core import decode_message, encode_message, pack_body
 from fastq.dlq import DeadLetters
+from fastq.errors import BrokerRefused
 from fastq.message import Message
+from fastq.testing import drain
 from tests.conftest import ROOT, wait_for
 
 ADD = "tests.apps.basic.add"
@@ -132,8 +134,8 @@ def test_requeue_refuses_an_undecodable_envelope_and_keeps_it(app, r):
     assert dead.requeue(ids=[entry]) == 0
     assert r.xlen(keys.dlq("default")) == 1
     # the script itself refuses too (the last guard, should the entry change under the caller)
-    with pytest.raises(redis.ResponseError, match="not a fastq envelope"):
-        dead._requeue(keys=[keys.dlq("default"), keys.stream("default", 2)], args=[entry])
+    [refusal] = app.broker.requeue_dead([("default", entry, 2)])
+    assert isinstance(refusal, BrokerRefused) and "not a fastq envelope" in str(refusal)
     assert r.xlen(keys.stream("default", 2)) == 1  # only the good one
 
 
@@ -215,6 +217,37 @@ def test_purge_by_id_task_and_all(app, r):
 
 
 # -- the command line -----------------------------------------------------------------------------
+def test_dead_letters_on_the_memory_broker_list_requeue_and_purge():
+    app = App("dlq-mem", broker=f"memory://{uuid.uuid4().hex}")
+    try:
+        broker = app.broker
+        sent = app.send_task("later", (2, 3))  # not registered yet: dead-lettered
+        broker.send("default", 2, b"garbage, not an envelope")
+        assert drain(app) == 0
+        dead = DeadLetters(app)
+        assert dead.count() == 2
+        unknown, garbage = dead.list()
+        assert unknown.task_id == sent.id and unknown.requeueable and unknown.priority == 2
+        assert garbage.envelope == b"garbage, not an envelope" and not garbage.requeueable
+
+        @app.task(name="later")
+        def later(x, y):
+            return x * y
+
+        report = dead.requeue_report(all=True)
+        assert [dl.task_id for dl, _new in report.requeued] == [sent.id]
+        assert [dl.dlq_entry_id for dl, _why in report.refused] == [garbage.dlq_entry_id]
+        assert drain(app) == 1
+        assert sent.get(timeout=1) == 6  # the dead-lettered run's outcome was forgotten
+        assert [dl.dlq_entry_id for dl in dead.list()] == [garbage.dlq_entry_id]
+        assert dead.requeue(ids=[unknown.dlq_entry_id]) == 0  # gone: requeued once only
+        assert dead.purge(all=True) == 1
+        assert dead.count() == 0 and dead.list() == []
+    finally:
+        app.broker.clear()
+        app.close()
+
+
 def test_cli_list_show_requeue_purge(app, r):
     task_id, entry = dead_task(r, "default", ADD, (4, 5), priority=1)
     garbage = write_dead(r, "default", b"junk", reason="undecodable message: not a fastq envelope")

@@ -9,16 +9,20 @@
 server, and ``MemoryBroker`` (``memory://``), the same class over fakeredis in this process.
 ``tests/test_broker_contract.py`` checks that each implements every method with a compatible
 signature. Transport failures surface as :class:`fastq.errors.BrokerUnavailable` (retry later),
-never as a client library's exception.
+and commands the server refuses as invalid as :class:`fastq.errors.BrokerRefused` (retrying will
+not help), never as a client library's exception.
 
 A *delivery* is the tuple ``(stream_key, level, entry_id, data)``: where it came from (to ack it),
 its priority level, and the envelope bytes (``None`` when the entry was deleted while pending).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from fastq.errors import BrokerRefused
 
 Delivery = tuple[str, int, bytes, bytes | None]
 
@@ -125,6 +129,11 @@ class Transport(Protocol):
     def close(self) -> None:
         """Release connections (a broker may be used again after: it reconnects)."""
 
+    def with_timeout(self, seconds: float) -> Broker:
+        """A broker on the same servers whose commands give up after ``seconds`` (a caller that
+        must not hang longer on a hung server: the beat, within its lease). May be ``self`` when
+        nothing can hang (memory://)."""
+
 
 class ResultStore(Protocol):
     """Task outcomes: the terminal record (one per task) and the latest non-terminal state."""
@@ -135,11 +144,17 @@ class ResultStore(Protocol):
     def peek_result(self, task_id: str) -> bytes | None:
         """The terminal record, without waiting."""
 
+    def peek_results(self, task_ids: Sequence[str]) -> list[bytes | None]:
+        """The terminal records of many tasks, in order (None where there is none), pipelined."""
+
     def peek_state(self, task_id: str) -> bytes | None:
         """The latest non-terminal state record (RETRY, STARTED ...)."""
 
     def forget_result(self, task_id: str) -> None:
         """Drop the terminal record and the state."""
+
+    def forget_results(self, task_ids: Iterable[str]) -> None:
+        """Drop the terminal records and states of many tasks, in one round trip."""
 
 
 class Control(Protocol):
@@ -174,21 +189,42 @@ class Control(Protocol):
 
     def health_reports(self) -> list[bytes]: ...
 
-    def dead_letters(self, queue: str, count: int = 100, start: str = "-",
+    def dead_letters(self, queue: str, count: int | None = 100, start: str = "-",
                      end: str = "+") -> list[tuple[bytes, dict]]:
-        """Dead letters of ``queue`` between entry ids ``start`` and ``end``, oldest first."""
+        """Dead letters of ``queue`` between entry ids ``start`` and ``end`` (a leading ``(``
+        excludes the bound), oldest first: [(entry id, {field: value})]."""
 
     def dead_letter_count(self, queue: str) -> int: ...
 
-    def requeue_dead(self, queue: str, entry_id: str, level: int) -> bytes | None:
-        """Move one dead letter back to its ready stream; the new entry id, or None if gone."""
+    def requeue_dead(self, entries: Sequence[tuple[str, str, int]]
+                     ) -> list[str | None | BrokerRefused]:
+        """Move dead letters (queue, entry id, level) back to their ready streams, atomically
+        each, in one round trip. Per entry: the new entry id, None if gone, or why refused."""
 
-    def delete_dead(self, queue: str, entry_ids: list[str]) -> int: ...
+    def delete_dead(self, queue: str, entry_ids: Sequence[str]) -> int:
+        """Delete these dead letters of ``queue``; how many existed."""
 
-    def purge_dead(self, queue: str) -> int: ...
+    def purge_dead(self, queue: str) -> int:
+        """Delete every dead letter of ``queue``; how many there were."""
 
-    def beat(self, verb: str, keys_: list[str], args: list[Any]) -> Any:
-        """Run one of beat's atomic verbs (``beat_acquire`` ...; fastq/broker/lua/beat_*.lua)."""
+    # The beat (fastq/beat.py): a leader lease, and fires that send and record an instant at once.
+    def beat_acquire(self, beat_id: str, lease_ms: int, now_ms: int) -> tuple[bool, int | None]:
+        """Take or keep the leader lease: (True, when a leader was last alive, ms, or None) if
+        ``beat_id`` leads now, else (False, ms left on the holder's lease)."""
+
+    def beat_renew(self, beat_id: str, lease_ms: int, now_ms: int) -> bool:
+        """Extend the lease if ``beat_id`` still holds it; False if it lost it."""
+
+    def beat_release(self, beat_id: str, now_ms: int) -> bool:
+        """Give the lease up if ``beat_id`` holds it; True if it did."""
+
+    def beat_fire(self, beat_id: str, entry: str, fire_ms: int, marker_ttl_ms: int,
+                  messages: Sequence[tuple[str, int, bytes, int]]) -> int:
+        """Send ``messages`` (queue, level, data, due ms) as ``entry``'s fire at ``fire_ms`` and
+        record it, all or nothing: 1 sent, 0 already fired, -1 ``beat_id`` is not the leader."""
+
+    def beat_advance(self, beat_id: str, entry: str, ms: int) -> bool:
+        """Record ``ms`` as handled for ``entry`` without sending; False if not the leader."""
 
     def beat_last_fired(self) -> dict[str, int]:
         """Entry name -> epoch ms of its last fired (or skipped) instant."""

@@ -39,6 +39,10 @@ class MemoryBroker(RedisBroker):
     def _connect(self, url: str, read_timeout: float | None = 30.0) -> redis.Redis:
         return fakeredis.FakeRedis(server=self._server, protocol=2)
 
+    def with_timeout(self, seconds: float) -> MemoryBroker:
+        """This broker: an in-process server never hangs, so there is nothing to time out."""
+        return self
+
     @classmethod
     def named(cls, url: str) -> MemoryBroker:
         """The one broker of this process for ``url`` (made on first use)."""

@@ -10,7 +10,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import redis
 import structlog
@@ -18,13 +18,21 @@ import structlog
 from fastq import keys
 from fastq.broker import lua
 from fastq.broker.base import Delivery, Finish, StreamStats
-from fastq.errors import BrokerOutOfMemory, BrokerUnavailable
+from fastq.errors import BrokerOutOfMemory, BrokerRefused, BrokerUnavailable
 
 log = structlog.get_logger("fastq.broker")
 # What "the broker is unreachable or refuses writes for now" looks like from redis-py.
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError,
               redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
+# Replies that mean "not now" rather than "never": the server is loading, out of memory, a replica.
+_UNAVAILABLE_PREFIXES = ("OOM", "EXECABORT", "LOADING", "MASTERDOWN", "READONLY")
+_BEAT_VERBS = ("beat_acquire", "beat_renew", "beat_release", "beat_fire", "beat_advance")
 _STREAM_INFO: dict[str, tuple[str, int]] = {}
+
+
+class Refused(BrokerRefused, redis.ResponseError):
+    """A command redis refused as invalid; still a ``redis.ResponseError`` for code that caught
+    that before (inside this package, and callers written against redis-py)."""
 
 
 def _stream_info(key: str | bytes) -> tuple[str, int]:
@@ -87,8 +95,9 @@ def _client(url: str, read_timeout: float | None = 30.0) -> redis.Redis:
     """RESP2 (raw replies have one known shape). The read timeout bounds every command, so a
     connection that died silently is noticed (fetches block for at most ``block_ms``, far less);
     result waits use a client without one (:attr:`RedisBroker.waiter`)."""
+    connect_timeout = 5.0 if read_timeout is None else min(5.0, read_timeout)
     return redis.Redis.from_url(url, protocol=2, socket_timeout=read_timeout,
-                                socket_connect_timeout=5, socket_keepalive=True,
+                                socket_connect_timeout=connect_timeout, socket_keepalive=True,
                                 health_check_interval=0)
 
 
@@ -99,9 +108,24 @@ def unavailable(exc: redis.RedisError) -> BrokerUnavailable:
     return BrokerUnavailable(f"redis unreachable: {exc}")
 
 
+def _is_unavailable(exc: redis.ResponseError) -> bool:
+    """A refusal that passes (out of memory, loading, a read-only replica), not an invalid command."""
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or \
+        str(exc).startswith(_UNAVAILABLE_PREFIXES)
+
+
+def _refusal(reply: Exception) -> BrokerRefused:
+    """The error of one command in a pipeline run with ``raise_on_error=False``: raises
+    BrokerUnavailable if the server refuses for now, else returns why it refused this command."""
+    if isinstance(reply, _TRANSIENT) or (isinstance(reply, redis.ResponseError)
+                                         and _is_unavailable(reply)):
+        raise unavailable(reply) from reply  # type: ignore[arg-type]
+    return reply if isinstance(reply, BrokerRefused) else Refused(str(reply))
+
+
 def _translating(method):
-    """Raise BrokerUnavailable instead of redis-py's transport errors, so nothing outside
-    fastq/broker needs to know about redis."""
+    """Raise BrokerUnavailable instead of redis-py's transport errors, and BrokerRefused instead
+    of its other refusals, so nothing outside fastq/broker needs to know about redis."""
 
     @functools.wraps(method)
     def call(*args, **kwargs):
@@ -110,10 +134,11 @@ def _translating(method):
         except _TRANSIENT as exc:
             raise unavailable(exc) from exc
         except redis.ResponseError as exc:
-            if isinstance(exc, redis.exceptions.OutOfMemoryError) or \
-                    str(exc).startswith(("OOM", "EXECABORT", "LOADING", "MASTERDOWN", "READONLY")):
+            if _is_unavailable(exc):
                 raise unavailable(exc) from exc
-            raise
+            if isinstance(exc, BrokerRefused):
+                raise
+            raise Refused(str(exc)) from exc
 
     return call
 
@@ -122,7 +147,8 @@ class RedisBroker:
     """A broker on one Redis server. Safe to use after ``fork()``: redis-py reconnects per process.
 
     Every public method raises :class:`fastq.errors.BrokerUnavailable` for transport trouble
-    (and its subclass ``BrokerOutOfMemory`` when the server refuses writes)."""
+    (and its subclass ``BrokerOutOfMemory`` when the server refuses writes), and
+    :class:`fastq.errors.BrokerRefused` when the server refuses a command as invalid."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -132,11 +158,12 @@ class RedisBroker:
         """A client for ``url`` (memory:// overrides this to run the same code over fakeredis)."""
         return _client(url, read_timeout)
 
-    def __init__(self, url: str, result_url: str | None = None):
+    def __init__(self, url: str, result_url: str | None = None, read_timeout: float | None = 30.0):
         self.url = url
-        self.client = self._connect(url)
+        self._result_url = result_url
+        self.client = self._connect(url, read_timeout)
         # Results live on the broker's Redis unless a separate result backend is configured.
-        self.results = self._connect(result_url) if result_url and result_url != url \
+        self.results = self._connect(result_url, read_timeout) if result_url and result_url != url \
             else self.client
         # Raw XREADGROUP replies: skip redis-py's per-entry dict building on the hot path.
         self.client.response_callbacks.pop("XREADGROUP", None)
@@ -152,8 +179,17 @@ class RedisBroker:
         self._send = self.client.register_script(lua.load("send"))
         self._rate_acquire = self.client.register_script(lua.load("rate_acquire"))
         self._purge = self.client.register_script(lua.load("purge"))
+        self._requeue = self.client.register_script(lua.load("requeue"))
+        self._beat = {verb: self.client.register_script(lua.load(verb)) for verb in _BEAT_VERBS}
         self._local = threading.local()  # per thread: the connection of _command
         self.send_retry_s = 30.0
+
+    def with_timeout(self, seconds: float) -> RedisBroker:
+        """A broker on the same servers whose every command gives up after ``seconds`` (its own
+        connections): for a caller that must not hang longer than that on a hung server."""
+        broker = type(self)(self.url, self._result_url, read_timeout=seconds)
+        broker.send_retry_s = self.send_retry_s
+        return broker
 
     # -- producing -------------------------------------------------------------------------
     def _remember(self, queue: str, pipe=None) -> None:
@@ -539,8 +575,30 @@ class RedisBroker:
     def peek_result(self, task_id: str) -> bytes | None:
         return self.results.lindex(keys.result(task_id), 0)
 
+    PEEK_CHUNK = 10_000  # result reads per pipeline in peek_results
+
+    def peek_results(self, task_ids: Sequence[str]) -> list[bytes | None]:
+        """The terminal records of many tasks (None where there is none), one pipeline per
+        ``PEEK_CHUNK`` ids."""
+        out: list[bytes | None] = []
+        for start in range(0, len(task_ids), self.PEEK_CHUNK):
+            pipe = self.results.pipeline(transaction=False)
+            for task_id in task_ids[start:start + self.PEEK_CHUNK]:
+                pipe.lindex(keys.result(task_id), 0)
+            out += pipe.execute()
+        return out
+
     def forget_result(self, task_id: str) -> None:
-        self.results.delete(keys.result(task_id))
+        self.forget_results([task_id])
+
+    def forget_results(self, task_ids: Iterable[str]) -> None:
+        """Drop the terminal records and states of ``task_ids``, in one round trip."""
+        pipe = self.results.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.delete(keys.result(task_id))
+            pipe.delete(keys.state(task_id))
+        if len(pipe):
+            pipe.execute()
 
     # -- monitoring and housekeeping -------------------------------------------------------
     def heartbeat(self, consumer: str, info: bytes, ttl_ms: int) -> None:
@@ -580,8 +638,84 @@ class RedisBroker:
                                    n_pending, max(age, 0)))
         return out
 
-    def dead_letters(self, queue: str, count: int = 100) -> list[tuple[bytes, dict]]:
-        return self.client.xrange(keys.dlq(queue), count=count)
+    # -- dead letters ----------------------------------------------------------------------
+    def dead_letters(self, queue: str, count: int | None = 100, start: str = "-",
+                     end: str = "+") -> list[tuple[bytes, dict]]:
+        """Dead letters of ``queue`` with entry ids from ``start`` to ``end`` (XRANGE bounds: a
+        leading ``(`` excludes the bound), oldest first, at most ``count`` (None: all)."""
+        return self.client.xrange(keys.dlq(queue), min=start, max=end, count=count)
+
+    def dead_letter_count(self, queue: str) -> int:
+        return self.client.xlen(keys.dlq(queue))
+
+    def requeue_dead(self, entries: Sequence[tuple[str, str, int]]
+                     ) -> list[str | None | BrokerRefused]:
+        """Move dead letters (queue, entry id, level) back to their ready streams, one
+        ``requeue.lua`` call each, all in one round trip (callers chunk). Per entry: the new
+        stream entry id, None if it is gone (requeued or purged meanwhile), or why it was refused
+        (not a fastq envelope)."""
+        if not entries:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for queue in {queue for queue, _, _ in entries}:
+            pipe.sadd(keys.QUEUES, queue)  # a queue named explicitly may be new to the set
+        for queue, entry_id, level in entries:
+            self._requeue(keys=[keys.dlq(queue), keys.stream(queue, level)], args=[entry_id],
+                          client=pipe)
+        replies = pipe.execute(raise_on_error=False)[-len(entries):]
+        return [_refusal(reply) if isinstance(reply, Exception)
+                else reply.decode() if isinstance(reply, bytes) else reply for reply in replies]
+
+    DELETE_CHUNK = 1000  # entry ids per XDEL in delete_dead
+
+    def delete_dead(self, queue: str, entry_ids: Sequence[str]) -> int:
+        """Delete these dead letters of ``queue`` (one round trip); how many existed."""
+        if not entry_ids:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for start in range(0, len(entry_ids), self.DELETE_CHUNK):
+            pipe.xdel(keys.dlq(queue), *entry_ids[start:start + self.DELETE_CHUNK])
+        return sum(pipe.execute())
+
+    def purge_dead(self, queue: str) -> int:
+        """Delete every dead letter of ``queue``; how many there were."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xlen(keys.dlq(queue))
+        pipe.delete(keys.dlq(queue))
+        return pipe.execute()[0]
+
+    # -- beat leadership and fires (fastq/beat.py; lua/beat_*.lua) --------------------------
+    def beat_acquire(self, beat_id: str, lease_ms: int, now_ms: int) -> tuple[bool, int | None]:
+        ok, info = self._beat["beat_acquire"](keys=[keys.BEAT_LEADER, keys.BEAT_SEEN],
+                                              args=[beat_id, lease_ms, now_ms])
+        return bool(ok), int(info) if info is not None else None
+
+    def beat_renew(self, beat_id: str, lease_ms: int, now_ms: int) -> bool:
+        return self._beat["beat_renew"](keys=[keys.BEAT_LEADER, keys.BEAT_SEEN],
+                                        args=[beat_id, lease_ms, now_ms]) == 1
+
+    def beat_release(self, beat_id: str, now_ms: int) -> bool:
+        return self._beat["beat_release"](keys=[keys.BEAT_LEADER, keys.BEAT_SEEN],
+                                          args=[beat_id, now_ms]) == 1
+
+    def beat_fire(self, beat_id: str, entry: str, fire_ms: int, marker_ttl_ms: int,
+                  messages: Sequence[tuple[str, int, bytes, int]]) -> int:
+        """Send ``messages`` (queue, level, data, due ms) as ``entry``'s fire at ``fire_ms`` and
+        record it, atomically: 1 sent, 0 already fired, -1 not the leader."""
+        targets, pairs = _send_args(list(messages))
+        args: list = [beat_id, entry, fire_ms, marker_ttl_ms]
+        for (queue, *_), due, payload in zip(messages, pairs[::2], pairs[1::2], strict=True):
+            args += (queue, due, payload)
+        return int(self._beat["beat_fire"](
+            keys=[keys.BEAT_LEADER, keys.beat_fired(entry, fire_ms), keys.BEAT_LAST, keys.QUEUES,
+                  *targets], args=args))
+
+    def beat_advance(self, beat_id: str, entry: str, ms: int) -> bool:
+        return self._beat["beat_advance"](keys=[keys.BEAT_LEADER, keys.BEAT_LAST],
+                                          args=[beat_id, entry, ms]) == 1
+
+    def beat_last_fired(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.client.hgetall(keys.BEAT_LAST).items()}
 
     def purge(self, queue: str) -> int:
         """Drop the messages waiting in ``queue`` (all levels); entries already delivered stay,
