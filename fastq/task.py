@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
 import os
 import time
@@ -73,6 +74,10 @@ class Task:
         self.ignore_result = ignore_result
         self.serializer = serializer
         self.bind = bind
+        # The function as it is called, with the task first when ``bind``: the one call form used
+        # by a local call and by the worker's sync and async paths (for ``async def``, calling it
+        # gives the coroutine). A C partial, so a worker calls it without an extra Python frame.
+        self.invoke: Callable[..., Any] = functools.partial(fn, self) if bind else fn
         self.retry_policy = RetryPolicy.from_options(options)
         self.soft_limit_ms = _seconds_ms("soft_time_limit", options.pop("soft_time_limit", None))
         self.hard_limit_ms = _seconds_ms("time_limit", options.pop("time_limit", None))
@@ -92,14 +97,8 @@ class Task:
         return f"<@task: {self.name}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.invoke(args, kwargs)
+        return self.invoke(*args, **kwargs)
 
-    def invoke(self, args: Iterable[Any], kwargs: dict[str, Any]) -> Any:
-        """Call the function (with the task first when ``bind``): the one call form used by a
-        local call and by the worker's sync and async paths (for ``async def``: the coroutine)."""
-        if self.bind:
-            return self.fn(self, *args, **kwargs)
-        return self.fn(*args, **kwargs)
 
     @property
     def request(self) -> Message | None:

@@ -310,7 +310,7 @@ class Child:
             if msg.soft_limit_ms and self.handle_signals:
                 signal.setitimer(signal.ITIMER_REAL, msg.soft_limit_ms / 1000.0)
             try:
-                value = task.invoke(args, kwargs)
+                value = task.invoke(*args, **kwargs)
             finally:
                 if msg.soft_limit_ms and self.handle_signals:
                     signal.setitimer(signal.ITIMER_REAL, 0)
@@ -386,7 +386,7 @@ class Child:
             async with limit:
                 current_request.set(msg)  # each asyncio task has its own context copy
                 try:
-                    coro = task.invoke(args, kwargs)
+                    coro = task.invoke(*args, **kwargs)
                     if msg.soft_limit_ms:
                         value = await asyncio.wait_for(coro, msg.soft_limit_ms / 1000.0)
                     else:
