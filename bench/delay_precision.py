@@ -77,8 +77,7 @@ def collect(r: redis.Redis, key: str, indices: range, timeout: float, worker) ->
         worker.check_alive()
         return r.hlen(key) >= len(indices)
 
-    wait_until(all_started, timeout, f"{len(indices)} task starts in {key} (have {r.hlen(key)})",
-               interval=0.02)
+    wait_until(all_started, timeout, f"{len(indices)} task starts in {key}", interval=0.02)
     raw = r.hgetall(key)
     errors = []
     for i in indices:
