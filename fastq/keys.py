@@ -28,6 +28,11 @@ def parse_stream(key: str | bytes) -> tuple[str, int]:
     return head[len("fastq:{"):-1], int(tail)
 
 
+def queue_pattern(queue: str) -> str:
+    """SCAN/KEYS pattern matching every key of one queue (its streams, delayed set, DLQ, rate bucket)."""
+    return f"fastq:{{{queue}}}:*"
+
+
 def delayed(queue: str) -> str:
     return f"fastq:{{{queue}}}:delayed"
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from fastq import keys
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -151,7 +153,7 @@ class WorkerProcess:
 
         out = {}
         for slot in range(self.concurrency):
-            raw = client.get(f"fastq:w:{self.name}:{slot}")
+            raw = client.get(keys.worker(f"{self.name}:{slot}"))
             if raw:
                 out[slot] = msgpack.unpackb(raw)["pid"]
         return out

@@ -53,7 +53,7 @@ def test_purge_drops_waiting_messages(app, r):
     out = fastq("-A", "tests.apps.basic", "purge", "-Q", "default", "-f")
     assert out.returncode == 0, out.stderr
     assert "purged 25 messages" in out.stdout
-    assert r.xlen("fastq:{default}:p2") == 0
+    assert r.xlen(keys.stream("default", 2)) == 0
 
 
 def test_worker_with_an_unknown_app_is_a_clear_error(r):

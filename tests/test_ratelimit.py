@@ -5,6 +5,7 @@ import multiprocessing
 import time
 
 import pytest
+from redis.crc import key_slot
 
 from fastq import keys
 from fastq.broker.redis import RedisBroker
@@ -51,8 +52,11 @@ def test_parse_rate_rejects_bad_input_clearly(rate):
 
 
 def test_key_builders():
-    assert keys.rate_task("proj.tasks.send") == "fastq:rate:task:proj.tasks.send"
-    assert keys.rate_queue("emails") == "fastq:{emails}:rate"
+    # A queue's bucket shares the queue's cluster slot (its hash tag), so one script may use both.
+    assert key_slot(keys.rate_queue("emails").encode()) == key_slot(keys.stream("emails", 2).encode())
+    assert key_slot(keys.rate_queue("emails").encode()) != key_slot(keys.stream("other", 2).encode())
+    assert keys.rate_task("proj.tasks.send") != keys.rate_task("proj.tasks.sent")
+    assert keys.rate_task("emails") not in {keys.rate_queue("emails"), keys.stream("emails", 2)}
 
 
 def test_capacity_is_burst_seconds_but_at_least_one():

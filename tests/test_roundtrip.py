@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastq import states
+from fastq import keys, states
 from fastq.errors import TaskError
 from fastq.errors import TimeoutError as FastqTimeout
 
@@ -76,7 +76,7 @@ def test_success_state_and_result(app, worker, r):
     assert result.get(timeout=10) == 42
     assert result.state == states.SUCCESS and result.successful() and result.ready()
     assert result.result == 42 and result.traceback is None and result.date_done is not None
-    ttl = r.pttl(f"fastq:r:{result.id}")
+    ttl = r.pttl(keys.result(result.id))
     assert 0 < ttl <= app.conf.result_expires * 1000
 
 
@@ -135,7 +135,7 @@ def test_calling_a_task_runs_it_locally(app, r):
     from tests.apps.basic import add
 
     assert add(2, 3) == 5
-    assert r.keys("fastq:{default}:*") == []  # nothing was sent
+    assert r.keys(keys.queue_pattern("default")) == []  # nothing was sent
 
 
 def test_map_and_batch_send_in_one_go(app, worker):
@@ -156,7 +156,7 @@ def test_batch_that_raises_sends_nothing(app, r):
         with app.batch():
             add.delay(1, 2)
             raise RuntimeError("abort")
-    assert r.xlen("fastq:{default}:p2") == 0
+    assert r.xlen(keys.stream("default", 2)) == 0
 
 
 def test_unknown_priority_is_a_clear_error(app):

@@ -23,7 +23,7 @@ def test_two_workers_run_10000_tasks_each_side_effect_once(app, start_worker, r)
     assert {int(v) for v in effects.values()} == {1}
     # Both workers took part, and the stream holds nothing once everything is acked.
     by_worker: dict[str, int] = {}
-    for key in r.keys("fastq:w:*"):
+    for key in r.keys(keys.WORKER_PATTERN):
         info = msgpack.unpackb(r.get(key))
         name = info["consumer"].split(":")[0]
         by_worker[name] = by_worker.get(name, 0) + info["processed"]
