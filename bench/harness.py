@@ -10,12 +10,9 @@ import contextlib
 import math
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -74,47 +71,27 @@ class Server(Protocol):
 
 
 def start_server() -> Server:
-    """Start a private Redis on a free port, without persistence; the caller ``stop()``s it."""
-    # TODO(server-helper): return fastq.testing.RedisServer() started (persist=False is its
-    # default), and delete _PrivateRedis and _free_port below.
-    return _PrivateRedis().start()
+    """Start a private Redis on a free port, without persistence (fastq.testing.RedisServer);
+    the caller ``stop()``s it, which also removes its directory."""
+    # Imported here, not at the top: producer subprocesses of an older fastq checkout import this
+    # module too (bench/fastq_producer.py), and that fastq may have no RedisServer.
+    from fastq.testing import RedisServer
+
+    return _Cleaned(RedisServer().start())
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@dataclass
+class _Cleaned:
+    """A started server whose ``stop()`` also removes its directory."""
 
+    server: object
 
-class _PrivateRedis:
-    """``redis-server --port <free> --save '' --appendonly no`` in a temporary directory."""
-
-    def __init__(self) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise SystemExit("redis-server is not on PATH")
-        self.exe = exe
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.dir = Path(tempfile.mkdtemp(prefix="fastq-bench-redis-"))
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> _PrivateRedis:
-        self.proc = subprocess.Popen(
-            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        client = redis.Redis.from_url(self.url)
-        try:
-            wait_until(lambda: _pings(client), 10, "the private redis-server", interval=0.02)
-        finally:
-            client.close()
-        return self
+    @property
+    def url(self) -> str:
+        return self.server.url
 
     def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, grace=5)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.server.cleanup()
 
 
 def _pings(client: redis.Redis) -> bool:

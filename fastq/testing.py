@@ -2,8 +2,9 @@
 
 ``drain(app)`` runs everything sent so far (and what those tasks send) in the calling thread and
 returns when the queues are empty; ``worker_thread(app)`` serves in a background thread for as long
-as a ``with`` block lasts, for tests that block on ``AsyncResult.get(timeout=...)``. See
-docs/testing.md.
+as a ``with`` block lasts, for tests that block on ``AsyncResult.get(timeout=...)``;
+``RedisServer()`` starts a private redis-server (or valkey-server) on a free port, for integration
+tests. See docs/testing.md.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from fastq.broker.embedded import RedisServer
 from fastq.worker.child import Child
 
 if TYPE_CHECKING:
@@ -117,4 +119,4 @@ def worker_thread(app: App, queues: str | Iterable[str] | None = None,
         raise errors[0]
 
 
-__all__ = ["drain", "worker_thread"]
+__all__ = ["RedisServer", "drain", "worker_thread"]

