@@ -62,5 +62,10 @@ class TimeLimitExceeded(FastqError):
     """A task ran past its hard ``time_limit`` and its worker child was killed."""
 
 
+class DeadLettered(FastqError):
+    """The task's message went to the dead-letter queue without a result of its own (poison,
+    unknown task, undecodable body): the message says why. ``fastq dlq requeue`` runs it again."""
+
+
 class TaskRevokedError(FastqError):
     """The task was revoked (or expired) before or while it ran."""

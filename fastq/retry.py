@@ -6,6 +6,7 @@ retry_backoff, retry_backoff_max, retry_jitter).
 """
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -63,14 +64,22 @@ class RetryPolicy:
         retry_for = options.pop("retry_for", None) or options.pop("autoretry_for", None) or ()
         backoff = options.pop("retry_backoff", 0)
         schedule: Sequence[float] = options.pop("retry_schedule", None) or ()
-        if any(d < 0 for d in schedule):
-            raise ValueError("retry_schedule delays must be >= 0")
         return cls(
             max_retries=int(options.pop("max_retries", 3)),
             retry_for=tuple(retry_for),
-            delay=float(options.pop("default_retry_delay", options.pop("retry_delay", 180.0))),
-            backoff=1.0 if backoff is True else float(backoff or 0),
-            backoff_max=float(options.pop("retry_backoff_max", 600.0)),
+            delay=seconds("default_retry_delay",
+                          options.pop("default_retry_delay", options.pop("retry_delay", 180.0))),
+            backoff=1.0 if backoff is True else seconds("retry_backoff", backoff or 0),
+            backoff_max=seconds("retry_backoff_max", options.pop("retry_backoff_max", 600.0)),
             jitter=bool(options.pop("retry_jitter", True)),
-            schedule=tuple(float(d) for d in schedule),
+            schedule=tuple(seconds("retry_schedule delays", d) for d in schedule),
         )
+
+
+def seconds(name: str, value: float) -> float:
+    """A delay option as float seconds: a negative, NaN or infinite one is a clear error here,
+    not a crash in the worker that computes a due time from it."""
+    value = float(value)
+    if not value >= 0 or math.isinf(value):
+        raise ValueError(f"{name} must be >= 0 (a finite number of seconds), not {value}")
+    return value

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import math
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -13,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from fastq import keys
 from fastq._core import encode_message, pack_body
-from fastq.errors import EncodeError
+from fastq.errors import BrokerUnavailable, EncodeError
 from fastq.message import CODEC_NAMES, Message
 from fastq.ratelimit import parse_rate
 from fastq.result import AsyncResult
-from fastq.retry import MaxRetriesExceededError, Retry, RetryPolicy
+from fastq.retry import MaxRetriesExceededError, Retry, RetryPolicy, seconds
 
 if TYPE_CHECKING:
     from fastq.app import App
@@ -37,22 +38,25 @@ def resolve_priority(priority: int | str) -> int:
                      f"{keys.PRIORITY_NAMES}")
 
 
-def _epoch_ms(when: datetime | float | int) -> int:
+def _epoch_ms(name: str, when: datetime | float | int) -> int:
+    """A point in time (a datetime, naive = UTC, or epoch seconds) to epoch milliseconds."""
     if isinstance(when, datetime):
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         return int(when.timestamp() * 1000)
-    return int(float(when) * 1000)
+    epoch_s = float(when)
+    if not math.isfinite(epoch_s):
+        raise ValueError(f"{name} must be a datetime or finite epoch seconds, not {epoch_s}")
+    return int(epoch_s * 1000)
 
 
 def _seconds_ms(name: str, value: float | timedelta | None) -> int:
-    """A duration option to whole milliseconds (0 = not set); negative values are an error."""
+    """A duration option to whole milliseconds (0 = not set); a negative, NaN or infinite value is
+    an error (a NaN would otherwise surface as "cannot convert float NaN to integer")."""
     if value is None:
         return 0
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds < 0:
-        raise ValueError(f"{name} must be >= 0, not {seconds}")
-    return int(seconds * 1000)
+    return int(seconds(name, value.total_seconds() if isinstance(value, timedelta) else value)
+               * 1000)
 
 
 class Task:
@@ -114,6 +118,8 @@ class Task:
         """From inside a bound task: run it again after ``countdown`` seconds (default: the retry
         policy's delay). Raises, so ``raise self.retry(...)`` and ``self.retry(...)`` both work."""
         limit = self.retry_policy.max_retries if max_retries is None else max_retries
+        if countdown is not None:
+            seconds("countdown", countdown)
         msg = self.request
         if msg is not None and msg.attempt >= limit:
             if exc is not None:
@@ -173,13 +179,13 @@ class Task:
         if countdown is not None or eta is not None:
             now_ms = int(time.time() * 1000)
             due_ms = now_ms + _seconds_ms("countdown", countdown) if countdown is not None \
-                else _epoch_ms(eta)
+                else _epoch_ms("eta", eta)
             if due_ms <= now_ms:
                 due_ms = 0
         expires = self.expires if expires is None else expires
         expires_ms = 0
         if expires is not None:
-            expires_ms = _epoch_ms(expires) if isinstance(expires, datetime) else \
+            expires_ms = _epoch_ms("expires", expires) if isinstance(expires, datetime) else \
                 int(time.time() * 1000) + _seconds_ms("expires", expires)
         return _Sending(
             queue or self.queue or conf.default_queue, level,
@@ -214,13 +220,21 @@ class Task:
                 raise EncodeError(f"message for {self.name} is {len(data):,} bytes, above "
                                   f"max_message_bytes ({conf.max_message_bytes:,}): pass a "
                                   "reference to the data (a key, a path, a URL) instead")
+            app.send_message(how.queue, how.level, data, how.due_ms,
+                             msg if hooks.after_send else None)
         except BaseException:
-            if key:  # never sent: the key must not keep answering with this task's id
-                app.broker.release_unique(key, task_id)
+            if key:  # never sent: else every later send with this key would get this task's id
+                self._release_claim(key, task_id)
             raise
-        app.send_message(how.queue, how.level, data, how.due_ms,
-                         msg if hooks.after_send else None)
         return AsyncResult(task_id, app)
+
+    def _release_claim(self, key: str, task_id: str) -> None:
+        """Give back a uniqueness key whose message was not sent; if the broker cannot be
+        reached for that either, the claim runs out after ``unique_for``."""
+        try:
+            self.app.broker.release_unique(key, task_id)
+        except BrokerUnavailable:
+            pass
 
     def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, self.app)

@@ -1,7 +1,7 @@
 """Brokers: Redis Streams for real work, ``memory://`` for users' unit tests."""
 from __future__ import annotations
 
-from fastq.broker.base import Broker, Delivery, Finish, StreamStats
+from fastq.broker.base import Broker, ConsumerStats, Delivery, Finish, StreamStats
 
 
 def connect(url: str, result_url: str | None = None) -> Broker:
@@ -21,4 +21,4 @@ def connect(url: str, result_url: str | None = None) -> Broker:
     raise ValueError(f"unsupported broker url {url!r}: use redis://host:port/db or memory://")
 
 
-__all__ = ["Broker", "Delivery", "Finish", "StreamStats", "connect"]
+__all__ = ["Broker", "ConsumerStats", "Delivery", "Finish", "StreamStats", "connect"]

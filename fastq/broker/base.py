@@ -64,6 +64,13 @@ class StreamStats:
     oldest_age_ms: int  # age of the oldest entry (0 when empty)
 
 
+@dataclass(slots=True)
+class ConsumerStats:
+    name: str  # the consumer (a worker child: ``worker:slot``)
+    pending: int  # entries it holds, all levels of the queue
+    idle_ms: int  # since the server last saw it read or claim
+
+
 class Transport(Protocol):
     """Messages in and out of the queues."""
 
@@ -110,6 +117,9 @@ class Transport(Protocol):
 
     def entry(self, skey: str, entry_id: bytes) -> bytes | None:
         """The envelope of one stream entry (None if it is gone)."""
+
+    def consumers(self, queue: str) -> list[ConsumerStats]:
+        """The consumers in the groups of ``queue``: entries held, time since last seen."""
 
     def forget_consumer(self, consumer: str, queues: list[str]) -> bool:
         """Remove ``consumer`` from the groups of ``queues`` if it holds nothing; True if removed."""

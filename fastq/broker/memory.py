@@ -61,7 +61,6 @@ class MemoryBroker(RedisBroker):
         """Drop everything this broker holds (messages, results, buckets ...)."""
         self.client.flushall()
         self._known_queues.clear()
-        self._prepared.clear()
 
     def _wait_args(self, key: str, timeout: float) -> tuple:
         return ("BRPOPLPUSH", key, key, timeout)

@@ -1,23 +1,25 @@
 """The Redis Streams broker (docs/architecture.md §Keys, §Delivery).
 
 One stream per (queue, priority level), one consumer group ``fastq`` per stream. Consumers read with
-XREADGROUP, and acknowledge with XACK + XDEL in the same pipeline that writes the results, so a
-stream only ever holds ready and in-flight messages.
+XREADGROUP, and acknowledge with XACK + XDEL in the same MULTI/EXEC that writes the outcomes, so a
+stream only ever holds ready and in-flight messages and nothing is acked unwritten.
 """
 from __future__ import annotations
 
 import functools
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from urllib.parse import urlsplit
 
 import redis
 import structlog
 
 from fastq import keys
 from fastq.broker import lua
-from fastq.broker.base import Delivery, Finish, StreamStats
+from fastq.broker.base import ConsumerStats, Delivery, Finish, StreamStats
 from fastq.errors import BrokerOutOfMemory, BrokerRefused, BrokerUnavailable
 
 log = structlog.get_logger("fastq.broker")
@@ -28,6 +30,7 @@ _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLo
 _UNAVAILABLE_PREFIXES = ("OOM", "EXECABORT", "LOADING", "MASTERDOWN", "READONLY")
 _BEAT_VERBS = ("beat_acquire", "beat_renew", "beat_release", "beat_fire", "beat_advance")
 _STREAM_INFO: dict[str, tuple[str, int]] = {}
+CONNECT_TIMEOUT_S = 5.0  # connecting, handshake included; a result wait may bound it further
 
 
 class Refused(BrokerRefused, redis.ResponseError):
@@ -91,20 +94,69 @@ def _delayed_member(level: int, data: bytes) -> bytes:
     return bytes((level,)) + data
 
 
+class _BoundedConnect:
+    """Connects within the connect timeout, handshake included (TLS, AUTH, CLIENT SETINFO): with
+    the read timeout there, a server that accepts the socket but never answers (``rediss://``
+    against a plain server, a frozen server) would hold a caller for 30 s per try."""
+
+    socket_timeout: float | None
+    socket_connect_timeout: float | None
+    _sock: object
+
+    def _connect(self):
+        read_timeout = self.socket_timeout
+        self.socket_timeout = self.socket_connect_timeout  # the new socket's timeout until ready
+        try:
+            return super()._connect()  # type: ignore[misc]
+        finally:
+            self.socket_timeout = read_timeout
+
+    def on_connect_check_health(self, check_health: bool = True) -> None:
+        super().on_connect_check_health(check_health)  # type: ignore[misc]
+        self._sock.settimeout(self.socket_timeout)  # type: ignore[attr-defined]
+
+
+class _TCP(_BoundedConnect, redis.Connection):
+    pass
+
+
+class _TLS(_BoundedConnect, redis.SSLConnection):
+    pass
+
+
+class _Unix(_BoundedConnect, redis.UnixDomainSocketConnection):
+    pass
+
+
+_CONNECTIONS = {"redis": _TCP, "rediss": _TLS, "unix": _Unix}
+
+
 def _client(url: str, read_timeout: float | None = 30.0) -> redis.Redis:
     """RESP2 (raw replies have one known shape). The read timeout bounds every command, so a
     connection that died silently is noticed (fetches block for at most ``block_ms``, far less);
-    result waits use a client without one (:attr:`RedisBroker.waiter`)."""
-    connect_timeout = 5.0 if read_timeout is None else min(5.0, read_timeout)
+    result waits bound their own reads (:meth:`RedisBroker.wait_result`). TCP keepalive is a TCP
+    option: a unix socket connection refuses it."""
+    scheme = url.split("://", 1)[0]
+    tcp = {"socket_keepalive": True} if scheme != "unix" else {}
     return redis.Redis.from_url(url, protocol=2, socket_timeout=read_timeout,
-                                socket_connect_timeout=connect_timeout, socket_keepalive=True,
-                                health_check_interval=0)
+                                socket_connect_timeout=CONNECT_TIMEOUT_S if read_timeout is None
+                                else min(CONNECT_TIMEOUT_S, read_timeout), health_check_interval=0,
+                                connection_class=_CONNECTIONS[scheme], **tcp)
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password (in the user part or the query), for messages and logs."""
+    netloc = urlsplit(url).netloc
+    userinfo, at, host = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        url = url.replace(netloc, f"{userinfo.split(':', 1)[0]}:***@{host}", 1)
+    return re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)
 
 
 def unavailable(exc: redis.RedisError) -> BrokerUnavailable:
     """The fastq error for a redis-py one (out of memory is its own kind: writes are refused)."""
     if isinstance(exc, redis.exceptions.OutOfMemoryError) or str(exc).startswith(("OOM", "EXECABORT")):
-        return BrokerOutOfMemory(f"redis refused a write: {exc}")
+        return BrokerOutOfMemory(f"redis is out of memory (maxmemory) and refused a write: {exc}")
     return BrokerUnavailable(f"redis unreachable: {exc}")
 
 
@@ -169,7 +221,6 @@ class RedisBroker:
         self.client.response_callbacks.pop("XREADGROUP", None)
         self.client.response_callbacks.pop("XAUTOCLAIM", None)
         self._known_queues: set[str] = set()
-        self._prepared: set[str] = set()
         self._promote = self.client.register_script(lua.load("promote"))
         self._release = self.client.register_script(lua.load("release"))
         self._unique_claim = self.client.register_script(lua.load("unique_claim"))
@@ -181,8 +232,10 @@ class RedisBroker:
         self._purge = self.client.register_script(lua.load("purge"))
         self._requeue = self.client.register_script(lua.load("requeue"))
         self._beat = {verb: self.client.register_script(lua.load(verb)) for verb in _BEAT_VERBS}
+        self._forget_consumer = self.client.register_script(lua.load("forget_consumer"))
         self._local = threading.local()  # per thread: the connection of _command
         self.send_retry_s = 30.0
+        self._reached = False  # a command has succeeded: from then on outages are ridden out
 
     def with_timeout(self, seconds: float) -> RedisBroker:
         """A broker on the same servers whose every command gives up after ``seconds`` (its own
@@ -193,7 +246,8 @@ class RedisBroker:
 
     # -- producing -------------------------------------------------------------------------
     def _remember(self, queue: str, pipe=None) -> None:
-        """Record the queue name once per process (for status, purge and maintenance)."""
+        """Record the queue name once per process (for status, purge and maintenance). The cache
+        is dropped whenever the server may have lost it (a lost connection, a group to create)."""
         if queue not in self._known_queues:
             (pipe or self.client).sadd(keys.QUEUES, queue)
             self._known_queues.add(queue)
@@ -201,31 +255,48 @@ class RedisBroker:
     def _produce(self, op):
         """Run a producer command, riding out a Redis restart: reconnect with backoff for up to
         ``send_retry_s``, logging each failure. (A send whose reply was lost may be repeated:
-        delivery is at-least-once.)"""
+        delivery is at-least-once.) A broker this process has never reached fails at once with
+        the URL in the error: a wrong URL is not an outage to wait out."""
         delay, deadline = 0.05, None
         while True:
             try:
-                return op()
+                reply = op()
+                self._reached = True
+                return reply
             except (redis.ConnectionError, redis.TimeoutError) as exc:
+                # A restart without persistence loses the queue registry too: register again.
+                self._known_queues.clear()
+                if not self._reached:
+                    raise BrokerUnavailable(
+                        f"cannot reach the broker at {redacted(self.url)}: {exc} (check the URL: "
+                        "scheme redis:// or rediss://, host, port, password)") from exc
                 now = time.monotonic()
                 deadline = deadline or now + self.send_retry_s
                 if now >= deadline:
-                    raise
+                    raise BrokerUnavailable(f"the broker at {redacted(self.url)} has been "
+                                            f"unreachable for {self.send_retry_s:g} s: {exc}"
+                                            ) from exc
                 log.warning("redis unreachable while sending, retrying", error=str(exc),
                             retry_in=delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
     def send(self, queue: str, level: int, data: bytes) -> None:
-        if queue not in self._known_queues:
-            self._produce(lambda: self._remember(queue))
-        self._produce(lambda: self._command("XADD", keys.stream(queue, level), "*", "m", data))
+        def op():
+            if queue not in self._known_queues:
+                self._remember(queue)
+            return self._command("XADD", keys.stream(queue, level), "*", "m", data)
+
+        self._produce(op)
 
     def send_delayed(self, queue: str, level: int, data: bytes, due_ms: int) -> None:
-        if queue not in self._known_queues:
-            self._produce(lambda: self._remember(queue))
-        self._produce(lambda: self._command("ZADD", keys.delayed(queue), due_ms,
-                                            _delayed_member(level, data)))
+        def op():
+            if queue not in self._known_queues:
+                self._remember(queue)
+            return self._command("ZADD", keys.delayed(queue), due_ms,
+                                 _delayed_member(level, data))
+
+        self._produce(op)
 
     def _command(self, *args):
         """One command on this thread's own connection, skipping the pool and the client's
@@ -268,12 +339,12 @@ class RedisBroker:
                 by_queue.setdefault(item[0], []).append(item)
             calls = [q_items[i:i + self.SEND_CHUNK] for q_items in by_queue.values()
                      for i in range(0, len(q_items), self.SEND_CHUNK)]
-        new_queues = {queue for queue, _, _, _ in items} - self._known_queues
+        queues = {queue for queue, _, _, _ in items}
         sha = self._send.sha
 
         def op():  # built afresh on every try: a pipeline forgets its commands when it fails
             pipe = self.client.pipeline(transaction=False)
-            for queue in new_queues:
+            for queue in queues - self._known_queues:
                 pipe.sadd(keys.QUEUES, queue)
             for call in calls:
                 targets, args = _send_args(call)
@@ -289,7 +360,7 @@ class RedisBroker:
                 return op()
 
         self._produce(op_loading_script)
-        self._known_queues |= new_queues
+        self._known_queues |= queues
 
     def set_priority(self, queue: str, task_id: str, level: int) -> bool:
         """Move a task that is still waiting in ``queue`` to priority ``level``; False if it is
@@ -332,16 +403,20 @@ class RedisBroker:
 
     # -- consuming -------------------------------------------------------------------------
     def prepare(self, queues: Iterable[str]) -> None:
+        """Create the groups of ``queues`` and register them, every time: prepare runs at start
+        and whenever a group has to be (re)created, e.g. after a restart that lost the data."""
         pipe = self.client.pipeline(transaction=False)
+        queues = list(queues)
         for queue in queues:
-            self._remember(queue, pipe)
+            pipe.sadd(keys.QUEUES, queue)
             for key in keys.streams(queue):
                 # id 0: a group made after producers started must still see their messages.
                 pipe.execute_command("XGROUP", "CREATE", key, keys.GROUP, "0", "MKSTREAM")
-            self._prepared.add(queue)
         for reply in pipe.execute(raise_on_error=False):
             if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
                 raise reply
+        self._known_queues.update(queues)
+        self._reached = True
 
     def fetch(self, consumer: str, queues: list[str], count: int, block_ms: int,
               own_pending: bool = False, counts: list[int] | None = None) -> list[Delivery]:
@@ -362,9 +437,7 @@ class RedisBroker:
         except redis.ResponseError as exc:
             if not _no_group(exc):
                 raise
-            # never prepared, or the stream was deleted under us (e.g. FLUSHDB): (re)create
-            self._prepared.difference_update(queues)
-            self._known_queues.difference_update(queues)
+            # never prepared, or the stream was deleted under us (FLUSHDB, a restart): (re)create
             self.prepare(queues)
             reply = self.client.execute_command(*args, "STREAMS", *stream_keys, *ids)
         return _deliveries(reply)
@@ -380,14 +453,16 @@ class RedisBroker:
             pipe.execute_command("XREADGROUP", "GROUP", keys.GROUP, consumer, "COUNT", n,
                                  "STREAMS", *stream_keys, *[">"] * len(stream_keys))
         out: list[Delivery] = []
+        lost_group = False
         for reply in pipe.execute(raise_on_error=False):
             if isinstance(reply, redis.ResponseError) and _no_group(reply):
-                self._known_queues.difference_update(queues)
-                self.prepare(queues)
+                lost_group = True
             elif isinstance(reply, Exception):
                 raise reply
             else:
                 out += _deliveries(reply)
+        if lost_group:  # read again next round, from the re-created groups
+            self.prepare(queues)
         return out
 
     def finish(self, done: Finish, result_ttl_ms: int) -> None:
@@ -400,8 +475,9 @@ class RedisBroker:
 
         One terminal record per task: the record is pushed and the list trimmed to its first
         element, so a late write (a worker paused past its lease whose batch was re-run
-        elsewhere) never adds a second record; the first outcome written wins. A re-run after a
-        crash (``done.overwrite``) replaces the record instead.
+        elsewhere) never adds a second record; the first outcome written wins. The re-run of a
+        redelivered entry (``done.overwrite``: re-read by a restarted child, or reclaimed)
+        replaces the record instead (DEL, then push).
         """
         separate = self.results is not self.client
         pipe = self.results.pipeline(transaction=True)
@@ -504,6 +580,33 @@ class RedisBroker:
                 self._handback(keys=[key], args=[keys.GROUP, consumer, keep], client=pipe)
         return sum(n for n in pipe.execute(raise_on_error=False) if isinstance(n, int))
 
+    def consumers(self, queue: str) -> list[ConsumerStats]:
+        """The consumers in the groups of ``queue``'s streams: entries held over all levels, and
+        the least time since any of its streams last saw it."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys.streams(queue):
+            pipe.xinfo_consumers(key, keys.GROUP)
+        seen: dict[str, ConsumerStats] = {}
+        for reply in pipe.execute(raise_on_error=False):
+            if isinstance(reply, Exception):  # no stream or group at this level
+                continue
+            for row in reply:
+                name = row["name"].decode() if isinstance(row["name"], bytes) else row["name"]
+                st = seen.setdefault(name, ConsumerStats(name, 0, int(row["idle"])))
+                st.pending += int(row["pending"])
+                st.idle_ms = min(st.idle_ms, int(row["idle"]))
+        return sorted(seen.values(), key=lambda st: st.name)
+
+    def forget_consumer(self, consumer: str, queues: list[str]) -> bool:
+        """Remove ``consumer`` from the groups of ``queues`` where it holds nothing (one atomic
+        check-and-delete per queue, ``lua/forget_consumer.lua``); True when it is in none of them
+        any more. A consumer that still holds entries is kept: they come back by reclaim."""
+        pipe = self.client.pipeline(transaction=False)
+        for queue in queues:
+            self._forget_consumer(keys=keys.streams(queue), args=[keys.GROUP, consumer],
+                                  client=pipe)
+        return all(reply == 1 for reply in pipe.execute())
+
     def entry(self, skey: str, entry_id: bytes) -> bytes | None:
         """The envelope of one stream entry (None if it is gone)."""
         found = self.client.xrange(skey, entry_id, entry_id)
@@ -544,6 +647,7 @@ class RedisBroker:
 
     # -- results ---------------------------------------------------------------------------
     WAIT_MARGIN_S = 1.0  # a result wait gives up this long after its timeout if Redis is silent
+
     def _wait_args(self, key: str, timeout: float) -> tuple:
         return ("BLMOVE", key, key, "RIGHT", "LEFT", timeout)
 
@@ -556,21 +660,30 @@ class RedisBroker:
         key = keys.result(task_id)
         if timeout is not None and timeout <= 0:
             return self.results.lindex(key, 0)
-        conn = self._own_connection("waiter", self.results)
-        try:
-            conn.send_packed_command(conn.pack_command(*self._wait_args(
-                key, 0 if timeout is None else timeout)), check_health=False)
-            if timeout is None:
-                return conn.read_response(timeout=None)
-            return conn.read_response(timeout=timeout + self.WAIT_MARGIN_S)
-        except redis.TimeoutError:
-            conn.disconnect()  # the reply may still come: never read it as another one's
-            log.warning("redis did not answer a result wait in time", task_id=task_id,
-                        timeout=timeout)
-            return None
-        except redis.ConnectionError:
-            conn.disconnect()
-            raise
+        deadline = None if timeout is None else time.monotonic() + timeout
+        stale_ok = True  # an idle connection the server has closed (a restart) is made again once
+        while True:
+            conn = self._own_connection("waiter", self.results)
+            reused = conn.is_connected
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            if not reused:  # connecting (handshake included) counts against the wait too
+                conn.socket_connect_timeout = CONNECT_TIMEOUT_S if left is None else \
+                    min(CONNECT_TIMEOUT_S, left + self.WAIT_MARGIN_S)
+            try:
+                conn.send_packed_command(conn.pack_command(*self._wait_args(
+                    key, 0 if left is None else left)), check_health=False)
+                return conn.read_response(
+                    timeout=None if left is None else left + self.WAIT_MARGIN_S)
+            except redis.TimeoutError:
+                conn.disconnect()  # the reply may still come: never read it as another one's
+                log.warning("redis did not answer a result wait in time", task_id=task_id,
+                            timeout=timeout)
+                return None
+            except redis.ConnectionError:
+                conn.disconnect()
+                if not (reused and stale_ok):
+                    raise
+                stale_ok = False
 
     def peek_result(self, task_id: str) -> bytes | None:
         return self.results.lindex(keys.result(task_id), 0)

@@ -20,7 +20,7 @@ import structlog
 from fastq import keys, states
 from fastq._core import decode_message, plan_levels, unpack_body
 from fastq.broker.base import Delivery, Finish
-from fastq.errors import BrokerUnavailable, DecodeError, SoftTimeLimitExceeded
+from fastq.errors import BrokerOutOfMemory, BrokerUnavailable, DecodeError, SoftTimeLimitExceeded
 from fastq.middleware import DeferMessage, SkipMessage
 from fastq.task import current_request
 from fastq.worker import gates, outcome
@@ -104,6 +104,7 @@ class Child:
         while not self.stopping:
             self._with_retry(lambda: self.run_once(self.conf.block_ms))
         self._with_retry(self.flush)
+        self._leave_groups()
         if self._loop is not None:
             self._loop.close()
         self._log.info("child stopped", processed=self.processed)
@@ -208,6 +209,16 @@ class Child:
                 keep.append(delivery)
         return keep
 
+    def _leave_groups(self) -> None:
+        """After a clean stop, remove this consumer from its groups if it holds nothing (else
+        every restart under a new name would leave one behind in each stream)."""
+        if self._done:  # outcomes not written: the entries stay pending under this name
+            return
+        try:
+            self.broker.forget_consumer(self.consumer, self.queues)
+        except TRANSIENT as exc:
+            self._log.warning("could not leave the consumer groups", error=str(exc))
+
     def stop(self, *_args) -> None:
         self.stopping = True
 
@@ -228,7 +239,12 @@ class Child:
             except TRANSIENT as exc:
                 failures += 1
                 self._interrupted = True
-                self._log.warning("broker unreachable, retrying", error=str(exc), retry_in=delay)
+                if isinstance(exc, BrokerOutOfMemory):
+                    self._log.warning("broker out of memory: nothing is acked until its outcome "
+                                      "is written; retrying", error=str(exc), retry_in=delay)
+                else:
+                    self._log.warning("broker unreachable, retrying", error=str(exc),
+                                      retry_in=delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 if self.stopping and not self._done:
@@ -411,7 +427,7 @@ class Child:
         self._log.error("message sent to dead-letter queue", queue=queue, reason=reason,
                         entry=entry_id)
         outcome.dead_letter(self._done, queue, data or b"", reason, msg, self.consumer, entry_id,
-                            stream=skey)
+                            stream=skey, threshold=self.threshold)
         self._done.ack(skey, entry_id)
         self._call_hooks(self.hooks.on_dead_letter, msg, reason)
 

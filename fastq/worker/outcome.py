@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, NamedTuple
 import msgpack
 
 from fastq import states
-from fastq._core import encode_message
+from fastq._core import decode_message, encode_message
 from fastq.broker.base import Finish
-from fastq.errors import TaskRevokedError
+from fastq.errors import DeadLettered, DecodeError, TaskRevokedError
 from fastq.middleware import SkipMessage
 from fastq.result import exception_record, success_record
 from fastq.retry import Retry
@@ -72,7 +72,8 @@ def failed(done: Finish, task: Task, msg: Message, queue: str, exc: BaseExceptio
         # every error, instead of repeating this attempt's number and losing its error.
         kept = replace(msg, attempt=msg.attempt + 1, options={**msg.options, "errors": errors})
         reason = f"failed after {msg.attempt + 1} attempts: {type(cause).__name__}: {cause}"
-        dead_letter(done, queue, encode_message(kept), reason, msg, consumer, entry, errors)
+        dead_letter(done, queue, encode_message(kept), reason, msg, consumer, entry, errors,
+                    settled=True)  # its FAILURE, with the task's own error, is written above
         return Failed(states.FAILURE, 0.0, reason)
     return Failed(states.FAILURE)
 
@@ -105,8 +106,16 @@ def skipped(done: Finish, task: Task | None, msg: Message, reason: str, state: s
 
 def dead_letter(done: Finish, queue: str, data: bytes, reason: str, msg: Message | None,
                 consumer: str, entry: bytes | None = None, errors: list[dict] | None = None,
-                stream: str = "") -> None:
-    """Keep a message, with why, in the queue's dead-letter stream."""
+                stream: str = "", threshold: int = 0, settled: bool = False) -> None:
+    """Keep a message, with why, in the queue's dead-letter stream. Unless the caller has
+    ``settled`` the task already (written its outcome), a task whose id is known gets a FAILURE
+    carrying the reason, so ``get()`` raises it instead of waiting for a run that never comes,
+    and its uniqueness key is released (it is no longer queued or running)."""
+    if msg is None and data:  # e.g. poison: the envelope is fine, only its runs never finished
+        try:
+            msg = decode_message(data)
+        except DecodeError:
+            pass
     fields: dict = {"m": data, "reason": reason, "task": msg.task if msg else "",
                     "id": msg.id if msg else "", "stream": stream, "entry": entry or b"",
                     "failed_at": str(int(time.time() * 1000)), "consumer": consumer,
@@ -115,3 +124,8 @@ def dead_letter(done: Finish, queue: str, data: bytes, reason: str, msg: Message
         fields["errors"] = msgpack.packb(errors)
         fields["traceback"] = errors[-1]["traceback"]
     done.dead.append((queue, fields))
+    if msg is not None and not settled:
+        done.results.append((msg.id, exception_record(DeadLettered(reason), msg.task, msg.codec,
+                                                      threshold)))
+        if msg.idem_key:
+            done.releases.append((msg.idem_key, msg.id))

@@ -23,7 +23,7 @@ from fastq.errors import DecodeError, TimeLimitExceeded
 from fastq.worker import health, outcome
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from fastq.app import App
     from fastq.worker.slots import Slots
@@ -33,7 +33,8 @@ log = structlog.get_logger("fastq.overseer")
 
 class Overseer:
     def __init__(self, app: App, queues: list[str], slots: Slots, consumer: Callable[[int], str],
-                 kill: Callable[..., None], name: str = "worker"):
+                 kill: Callable[..., None], name: str = "worker",
+                 started: Mapping[int, float] | None = None):
         self.app = app
         self.name = name  # the worker's, for its health record
         self.conf = app.conf
@@ -43,6 +44,8 @@ class Overseer:
         # kill(slot, why, before_restart=None): SIGKILL the child in slot, wait for it to die, call
         # before_restart, then start its replacement
         self.kill = kill
+        self.started = started  # slot -> when its current child was started (time.monotonic())
+        self.stopping = False  # a warm shutdown: children are finishing and exiting
         self._next_promote = 0.0
         self._next_renew = 0.0
         self._next_revocations = 0.0
@@ -91,7 +94,8 @@ class Overseer:
 
     def _report_health(self) -> None:
         rec = health.record(self.name, self.slots, self.consumer, self.conf.block_ms / 1000.0,
-                            self.conf.stall_s, self.watchdog_restarts, self._last_watchdog)
+                            self.conf.stall_s, self.watchdog_restarts, self._last_watchdog,
+                            self.started, self.stopping)
         for problem in health.problems(rec):
             self._log.warning("unhealthy", worker=self.name, problem=problem)
         self.app.broker.report_health(self.name, msgpack.packb(rec),

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from fastq.errors import BrokerOutOfMemory
+from fastq.worker import health
 from fastq.worker.child import Child
 from fastq.worker.overseer import Overseer
 from fastq.worker.slots import Slots
@@ -41,7 +43,8 @@ class Supervisor:
         self.signals = 0
         self.pid = os.getpid()
         self.slots = Slots(concurrency)
-        self.overseer = Overseer(app, queues, self.slots, self.consumer, self._kill_slot, self.name)
+        self.overseer = Overseer(app, queues, self.slots, self.consumer, self._kill_slot, self.name,
+                                 self.started_at)
         self._log = log.bind(worker=self.name)
 
     def consumer(self, slot: int) -> str:
@@ -50,7 +53,10 @@ class Supervisor:
 
     def run(self) -> int:
         broker = self.app.broker  # resolves (or starts) the broker before any fork
-        broker.prepare(self.queues)
+        try:
+            broker.prepare(self.queues)
+        except BrokerOutOfMemory as exc:  # the children prepare too, retrying until it is freed
+            self._log.warning("redis is out of memory; children will retry", error=str(exc))
         self.app.close()  # children open their own connections
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             signal.signal(sig, self._on_signal)
@@ -66,6 +72,7 @@ class Supervisor:
             self._reap()
             if self.signals and not warm_sent:
                 warm_sent = True
+                self.overseer.stopping = True  # children being stopped are not unhealthy
                 self._log.info("warm shutdown: finishing in-flight tasks")
                 self._signal_children(signal.SIGTERM)
             if self.signals > 1:
@@ -172,15 +179,31 @@ class Supervisor:
             self._spawn(slot)
 
     def _maintenance(self) -> None:
-        """Housekeeping that needs no hot path: trim leftovers below the oldest unacked entry."""
+        """Housekeeping that needs no hot path: trim leftovers below the oldest unacked entry, and
+        remove dead consumers from the groups."""
         try:
             broker = self.app.broker
-            trim = getattr(broker, "trim", None)
-            if trim is not None:
-                for queue in self.queues:
-                    trim(queue)
+            for queue in self.queues:
+                broker.trim(queue)
+            self._forget_dead_consumers()
         except Exception as exc:  # never let housekeeping take the supervisor down
             self._log.warning("maintenance failed", error=str(exc))
+
+    def _forget_dead_consumers(self) -> None:
+        """Remove the consumers of our queues' groups that are gone: no heartbeat, in no live
+        supervisor's health record, unseen for a heartbeat's lifetime, holding nothing. (Each
+        restart under a new name leaves one per stream; what a dead one holds comes back by
+        reclaim first, and it goes on a later round.)"""
+        broker = self.app.broker
+        live = health.live_consumers(broker) | {self.consumer(s) for s in range(self.concurrency)}
+        unseen_ms = self.app.conf.heartbeat_s * 3000  # a heartbeat key's TTL
+        for queue in self.queues:
+            for st in broker.consumers(queue):
+                if st.name in live or st.pending or st.idle_ms < unseen_ms:
+                    continue
+                if broker.forget_consumer(st.name, [queue]):
+                    self._log.info("removed a dead consumer from the group", consumer=st.name,
+                                   queue=queue)
 
 
 def _core_impl() -> str:
