@@ -101,4 +101,14 @@ class Hooks:
                                       if getattr(type(m), name, base) is not base))
 
 
-__all__ = ["DeferMessage", "HOOKS", "Hooks", "Middleware", "SkipMessage"]
+def call_hooks(hooks: tuple, *args: Any, log: Any) -> None:
+    """Run worker-side hooks in order; one that raises is logged on ``log`` (a structlog logger)
+    and neither fails the task nor stops the worker."""
+    for hook in hooks:
+        try:
+            hook(*args)
+        except Exception:  # noqa: BLE001 - an observer must not break the worker
+            log.exception("middleware hook failed", hook=getattr(hook, "__qualname__", repr(hook)))
+
+
+__all__ = ["DeferMessage", "HOOKS", "Hooks", "Middleware", "SkipMessage", "call_hooks"]

@@ -21,7 +21,7 @@ from fastq import keys, states
 from fastq._core import decode_message, plan_levels, unpack_body
 from fastq.broker.base import Delivery, Finish
 from fastq.errors import BrokerOutOfMemory, BrokerUnavailable, DecodeError, SoftTimeLimitExceeded
-from fastq.middleware import DeferMessage, SkipMessage
+from fastq.middleware import DeferMessage, SkipMessage, call_hooks
 from fastq.task import current_request
 from fastq.worker import gates, outcome
 
@@ -373,13 +373,7 @@ class Child:
             self._call_hooks(self.hooks.after_execute, task, msg, None, skip)
 
     def _call_hooks(self, hooks, *args) -> None:
-        """Run middleware hooks; one that raises is logged and does not fail the task."""
-        for hook in hooks:
-            try:
-                hook(*args)
-            except Exception:  # noqa: BLE001 - an observer must not break the worker
-                self._log.exception("middleware hook failed", hook=getattr(hook, "__qualname__",
-                                                                           repr(hook)))
+        call_hooks(hooks, *args, log=self._log)
 
     def _begin(self, msg: Message, skey: str, entry_id: bytes) -> None:
         if self.slots is not None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from fastq.errors import BrokerOutOfMemory
+from fastq.middleware import call_hooks
 from fastq.worker import health
 from fastq.worker.child import Child
 from fastq.worker.overseer import Overseer
@@ -62,7 +63,7 @@ class Supervisor:
             signal.signal(sig, self._on_signal)
         self._log.info("worker starting", concurrency=self.concurrency, queues=self.queues,
                        broker=self.app.conf.broker_url, core=_core_impl())
-        self._call_hooks(self.app.hooks.worker_boot)
+        call_hooks(self.app.hooks.worker_boot, self, log=self._log)
         gc.freeze()  # keep the imported app's pages shared with the children (no GC writes to them)
         for slot in range(self.concurrency):
             self._spawn(slot)
@@ -83,18 +84,9 @@ class Supervisor:
                 next_maintenance = time.monotonic() + MAINTENANCE_S
                 self._maintenance()
             time.sleep(pause)
-        self._call_hooks(self.app.hooks.worker_shutdown)
+        call_hooks(self.app.hooks.worker_shutdown, self, log=self._log)
         self._log.info("worker stopped")
         return 0
-
-    def _call_hooks(self, hooks) -> None:
-        """worker_boot / worker_shutdown hooks; one that raises is logged, never fatal."""
-        for hook in hooks:
-            try:
-                hook(self)
-            except Exception:  # noqa: BLE001 - an observer must not stop the worker
-                self._log.exception("middleware hook failed", hook=getattr(
-                    hook, "__qualname__", repr(hook)))
 
     def _oversee(self) -> float:
         """Run the overseer's duties; Redis trouble is logged and retried, never fatal."""
