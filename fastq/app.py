@@ -145,23 +145,24 @@ class App:
 
     # -- sending ----------------------------------------------------------------------------
     def send_message(self, queue: str, level: int, data: bytes, due_ms: int = 0,
-                     message: Message | None = None) -> None:
-        """Send encoded ``data`` (or add it to the open batch); ``message`` is given when
-        ``after_send`` hooks are to run for it once it is written."""
+                     message: Message | None = None) -> bool:
+        """Send encoded ``data``, or add it to the open batch; True when it was sent now. A
+        batched ``message`` gets its ``after_send`` hooks once the batch is written; for one sent
+        now, the caller runs them (:meth:`after_send`), after it knows the send succeeded."""
         pending = current.pending_batch()
         if pending is not None:
             pending.items.append((queue, level, data, due_ms))
             if message is not None:
                 pending.messages.append(message)
-            return
+            return False
         if due_ms:
             self.broker.send_delayed(queue, level, data, due_ms)
         else:
             self.broker.send(queue, level, data)
-        if message is not None:
-            self._after_send([message])
+        return True
 
-    def _after_send(self, messages: list[Message]) -> None:
+    def after_send(self, messages: list[Message]) -> None:
+        """Run the ``after_send`` hooks for messages that were written."""
         for message in messages:
             for hook in self.hooks.after_send:
                 hook(self, message)
@@ -195,7 +196,7 @@ class App:
                     self._give_back_claims(pending.items)
                 raise
         if pending.messages:
-            self._after_send(pending.messages)
+            self.after_send(pending.messages)
 
     def _give_back_claims(self, unsent: list) -> None:
         """Release the uniqueness keys claimed by messages that were never sent (the batch block

@@ -220,12 +220,14 @@ class Task:
                 raise EncodeError(f"message for {self.name} is {len(data):,} bytes, above "
                                   f"max_message_bytes ({conf.max_message_bytes:,}): pass a "
                                   "reference to the data (a key, a path, a URL) instead")
-            app.send_message(how.queue, how.level, data, how.due_ms,
-                             msg if hooks.after_send else None)
+            sent_now = app.send_message(how.queue, how.level, data, how.due_ms,
+                                        msg if hooks.after_send else None)
         except BaseException:
             if key:  # never sent: else every later send with this key would get this task's id
                 self._release_claim(key, task_id)
             raise
+        if sent_now and hooks.after_send:  # outside the try: a raising hook un-sends nothing
+            app.after_send([msg])
         return AsyncResult(task_id, app)
 
     def _release_claim(self, key: str, task_id: str) -> None:

@@ -98,6 +98,24 @@ def test_a_raising_before_send_refuses_the_send(app, r):
     own.close()
 
 
+def test_a_raising_after_send_does_not_unsend_the_message(app, r):
+    class Loud(Middleware):
+        def after_send(self, app, message):
+            raise RuntimeError(f"after {message.task}")
+
+    own = type(app)("loud", broker=app.conf.broker_url, middleware=[Loud()])
+
+    @own.task(name="loud.sent", unique_key="sent-once")
+    def sent():
+        return 1
+
+    with pytest.raises(RuntimeError, match="after loud.sent"):
+        sent.delay()
+    assert sum(st.depth for st in own.broker.stats("default")) == 1  # it was sent ...
+    assert r.get(keys.unique("sent-once")) is not None  # ... so its uniqueness key stays held
+    own.close()
+
+
 def test_only_overridden_hooks_are_called():
     class Partial(Middleware):
         def after_flush(self, child, finish): ...
