@@ -80,39 +80,36 @@ def test_every_hook_fires_where_it_should(app, hooked_worker, hook_log, r):
     assert down["name"] == w.name and down["pid"] == hook_log("worker_boot")[0]["pid"]
 
 
-def test_a_raising_before_send_refuses_the_send(app, r):
-    class Refuse(Middleware):
-        def before_send(self, app, message):
+class RaisingIn(Middleware):
+    """Raises in the producer hook named ``hook``."""
+
+    def __init__(self, hook: str):
+        self.hook = hook
+
+    def before_send(self, app, message):
+        if self.hook == "before_send":
             raise PermissionError(f"no sending {message.task}")
 
-    own = type(app)("refusing", broker=app.conf.broker_url, middleware=[Refuse()])
-
-    @own.task(name="refused", unique_key="only-one")
-    def refused():
-        return 1
-
-    with pytest.raises(PermissionError, match="no sending refused"):
-        refused.delay()
-    assert sum(st.depth for st in own.broker.stats("default")) == 0
-    assert r.get(keys.unique("only-one")) is None  # the claim was given back
-    own.close()
-
-
-def test_a_raising_after_send_does_not_unsend_the_message(app, r):
-    class Loud(Middleware):
-        def after_send(self, app, message):
+    def after_send(self, app, message):
+        if self.hook == "after_send":
             raise RuntimeError(f"after {message.task}")
 
-    own = type(app)("loud", broker=app.conf.broker_url, middleware=[Loud()])
 
-    @own.task(name="loud.sent", unique_key="sent-once")
-    def sent():
+@pytest.mark.parametrize("hook, error, depth, key_held", [
+    ("before_send", PermissionError, 0, False),  # refused: nothing sent, the claim given back
+    ("after_send", RuntimeError, 1, True),  # sent: its uniqueness key stays held
+])
+def test_a_raising_producer_hook(app, r, hook, error, depth, key_held):
+    own = type(app)("raising", broker=app.conf.broker_url, middleware=[RaisingIn(hook)])
+
+    @own.task(name="guarded", unique_key="only-one")
+    def guarded():
         return 1
 
-    with pytest.raises(RuntimeError, match="after loud.sent"):
-        sent.delay()
-    assert sum(st.depth for st in own.broker.stats("default")) == 1  # it was sent ...
-    assert r.get(keys.unique("sent-once")) is not None  # ... so its uniqueness key stays held
+    with pytest.raises(error, match="guarded"):
+        guarded.delay()
+    assert sum(st.depth for st in own.broker.stats("default")) == depth
+    assert (r.get(keys.unique("only-one")) is not None) is key_held
     own.close()
 
 
