@@ -47,12 +47,6 @@ def _probe(host: str, port: int, timeout: float = 0.3) -> bytes | None:
         return None
 
 
-def _answers(host: str, port: int, timeout: float = 0.3) -> bool:
-    """True when a RESP server that accepts commands answers PING at host:port."""
-    reply = _probe(host, port, timeout)
-    return bool(reply) and reply.startswith(b"+PONG")
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
