@@ -15,6 +15,8 @@ from fastq.middleware import Hooks, Middleware
 from fastq.result import AsyncResult
 from fastq.schedules import add_periodic_task
 from fastq.task import Task, resolve_priority
+from fastq.workflows.canvas import Signature
+from fastq.workflows.dag import Dag
 
 if TYPE_CHECKING:
     from fastq.message import Message
@@ -22,6 +24,12 @@ if TYPE_CHECKING:
 
 def _unregistered(*_args: Any, **_kwargs: Any) -> None:
     raise NotRegistered("this task is not registered in this process; it runs on a worker")
+
+
+def _starmap(task: Task, name: str, items: list) -> list:
+    """``chunks()``' member task: ``name(*args)`` for each args of the chunk, here, in order."""
+    fn = task.app.get_task(name)
+    return [fn(*args) for args in items]
 
 
 def current_app() -> App:
@@ -65,6 +73,7 @@ class App:
         self.hooks = Hooks([])
         for m in middleware:
             self.add_middleware(m)
+        self.task(_starmap, name="fastq.starmap", bind=True)  # the members of chunks()
         current.set_app(self)
 
     def add_middleware(self, middleware: Middleware) -> None:
@@ -123,11 +132,25 @@ class App:
         except KeyError:
             raise NotRegistered(f"task {name!r} is not registered in {self!r}") from None
 
+    def task_for(self, name: str) -> Task:
+        """The registered task, or one that only knows how to send ``name`` (its code runs on
+        a worker)."""
+        return self.tasks.get(name) or Task(self, _unregistered, name)
+
     def send_task(self, name: str, args: Any = None, kwargs: dict[str, Any] | None = None,
                   **options: Any) -> AsyncResult:
         """Send a task by name, without needing its code here (Celery's ``send_task``)."""
-        task = self.tasks.get(name) or Task(self, _unregistered, name)
-        return task.apply_async(args, kwargs, **options)
+        return self.task_for(name).apply_async(args, kwargs, **options)
+
+    def signature(self, name: str, args: Any = (), kwargs: dict[str, Any] | None = None,
+                  **options: Any) -> Signature:
+        """A signature of a task by name (Celery's ``app.signature``)."""
+        return Signature(name, args, kwargs, options, app=self)
+
+    def dag(self) -> Dag:
+        """A graph of named nodes: ``d = app.dag(); d.add("a", a.s()); d.add("b", b.s(),
+        after=["a"]); d.submit()`` (fastq/workflows/dag.py)."""
+        return Dag(self)
 
     def add_periodic_task(self, schedule: Any, sig: Any, args: Any = (),
                           kwargs: dict[str, Any] | None = None, name: str | None = None,

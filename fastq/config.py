@@ -17,6 +17,10 @@ class Settings(BaseModel):
     broker_url: str | None = None
     result_backend: str | None = None  # None = the broker's Redis
     result_expires: float = Field(86400.0, gt=0, description="seconds a result is kept")
+    workflow_ttl: float = Field(7 * 86400.0, gt=0,
+                                description="seconds a running workflow graph is kept at most")
+    workflow_sweep_s: float = Field(1.0, gt=0, description="how often a supervisor looks for "
+                                    "workflow nodes left unsent by a worker that died")
     default_queue: str = "default"
     default_priority: int = Field(2, ge=0, le=4)
     serializer: str = "msgpack"

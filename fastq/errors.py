@@ -69,3 +69,22 @@ class DeadLettered(FastqError):
 
 class TaskRevokedError(FastqError):
     """The task was revoked (or expired) before or while it ran."""
+
+
+class WorkflowError(FastqError, ValueError):
+    """A workflow that cannot run (a cycle, an unknown node, an empty chain): nothing was sent."""
+
+
+class UpstreamFailed(FastqError):
+    """A workflow node did not run because a node it waits for failed (or was revoked).
+
+    ``node_id`` is the failed node's task id, ``exc_type`` and ``exc_message`` its exception's."""
+
+    def __init__(self, node_id: str, exc_type: str = "", exc_message: str = ""):
+        super().__init__(node_id, exc_type, exc_message)
+        self.node_id = node_id
+        self.exc_type = exc_type
+        self.exc_message = exc_message
+
+    def __str__(self) -> str:
+        return f"upstream task {self.node_id} failed: {self.exc_type}: {self.exc_message}"

@@ -95,3 +95,28 @@ BEAT_SEEN = "fastq:beat:seen"  # string: epoch ms a leader was last alive (tells
 def beat_fired(entry: str, fire_ms: int) -> str:
     """Dedup marker (TTL) of one fire instant of one beat entry; set in the same script as the send."""
     return f"fastq:beat:fired:{entry}:{fire_ms}"
+
+
+# -- workflows (fastq/workflows/): one graph's keys share its id as hash tag (one cluster slot) --
+def graph(dag_id: str) -> str:
+    """Hash of one workflow graph: each waiting node's spec, parents, dependents, unmet count
+    and outcome (fastq/broker/lua/dag_complete.lua lists the fields)."""
+    return f"fastq:dag:{{{dag_id}}}"
+
+
+def graph_outbox(dag_id: str) -> str:
+    """Hash node id -> ms: nodes made ready (or failed by an upstream failure) not yet sent."""
+    return f"fastq:dag:{{{dag_id}}}:out"
+
+
+GRAPHS = "fastq:dags"  # zset: running graph id -> epoch ms of its safety deadline (the sweeper's list)
+
+
+def node_sent(queue: str, node_id: str) -> str:
+    """Marker (TTL) that a workflow node was sent to ``queue``: the dedup key of its release."""
+    return f"fastq:{{{queue}}}:sent:{node_id}"
+
+
+def group_meta(group_id: str) -> str:
+    """The member ids of a saved GroupResult (TTL)."""
+    return f"fastq:g:{group_id}"

@@ -3,6 +3,8 @@
 Defined in ``fastq._core.message`` (the hot core builds and parses it and may depend on nothing
 above it); this is its public name.
 """
+import os
+
 from fastq._core.message import (
     CODEC_BY_ID,
     CODEC_JSON,
@@ -12,4 +14,12 @@ from fastq._core.message import (
     Message,
 )
 
-__all__ = ["CODEC_BY_ID", "CODEC_JSON", "CODEC_MSGPACK", "CODEC_NAMES", "CODEC_PICKLE", "Message"]
+
+def new_task_id() -> str:
+    """A random (version 4) UUID string, as ``str(uuid.uuid4())`` gives, in half the time."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+__all__ = ["CODEC_BY_ID", "CODEC_JSON", "CODEC_MSGPACK", "CODEC_NAMES", "CODEC_PICKLE", "Message",
+           "new_task_id"]

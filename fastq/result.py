@@ -11,7 +11,7 @@ import time
 import traceback as tb_module
 from typing import TYPE_CHECKING, Any
 
-from fastq import current, states
+from fastq import current, errors, states
 from fastq._core import pack_value, unpack_value
 from fastq.errors import EncodeError, TaskError
 from fastq.errors import TimeoutError as FastqTimeoutError
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 # record layout: [state, value, exc_type, exc_args, traceback, date_done_ms, task_name]
 _SIMPLE = (str, int, float, bool, type(None))
+_UPSTREAM_FAILED = f"{errors.UpstreamFailed.__module__}.{errors.UpstreamFailed.__qualname__}"
 
 
 def exception_record(exc: BaseException, task_name: str, codec: int, threshold: int,
@@ -46,8 +47,14 @@ def success_record(value: Any, task_name: str, codec: int, threshold: int) -> by
 
 
 def rebuild_exception(type_name: str, args: list, message: str, trace: str | None) -> BaseException:
-    """Builtin exceptions come back with their own type; anything else as TaskError."""
-    cls = getattr(builtins, type_name, None) if "." not in type_name else None
+    """Builtin exceptions (and UpstreamFailed, which carries its cause) come back with their
+    own type; anything else as TaskError."""
+    if "." not in type_name:
+        cls = getattr(builtins, type_name, None)
+    elif type_name == _UPSTREAM_FAILED:
+        cls = errors.UpstreamFailed
+    else:
+        cls = None
     if isinstance(cls, type) and issubclass(cls, BaseException):
         try:
             exc = cls(*args)
@@ -61,7 +68,7 @@ def rebuild_exception(type_name: str, args: list, message: str, trace: str | Non
 class AsyncResult:
     """A handle on one task's outcome. Cheap to create; talks to Redis only when asked."""
 
-    __slots__ = ("id", "app", "_record")
+    __slots__ = ("id", "app", "_record", "parent")
 
     def __init__(self, id: str, app: App | None = None):  # noqa: A002 - Celery's name
         if app is None:
@@ -69,6 +76,7 @@ class AsyncResult:
         self.id = id
         self.app = app
         self._record: list | None = None
+        self.parent: AsyncResult | None = None  # the task before it in a chain
 
     def __repr__(self) -> str:
         return f"<AsyncResult: {self.id}>"

@@ -5,7 +5,6 @@ import contextvars
 import functools
 import inspect
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -15,10 +14,12 @@ from typing import TYPE_CHECKING, Any
 from fastq import keys
 from fastq._core import encode_message, pack_body
 from fastq.errors import BrokerUnavailable, EncodeError
-from fastq.message import CODEC_NAMES, Message
+from fastq.message import CODEC_NAMES, Message, new_task_id
 from fastq.ratelimit import parse_rate
 from fastq.result import AsyncResult
 from fastq.retry import MaxRetriesExceededError, Retry, RetryPolicy, seconds
+from fastq.workflows.canvas import Signature, chunks, group
+from fastq.workflows.graph import submit
 
 if TYPE_CHECKING:
     from fastq.app import App
@@ -146,11 +147,37 @@ class Task:
         epoch) makes a worker skip it once past. A ``unique_key`` held by a task that is still
         queued or running returns that task's result instead of sending a second one.
         """
+        edges = {k: options.pop(k) for k in ("link", "link_error", "depends_on")
+                 if options.get(k) is not None}
         if options:
             raise TypeError(f"unsupported apply_async options: {sorted(options)}")
+        if edges:  # callbacks and dependencies make it a workflow graph (fastq/workflows/)
+            sent = dict(task_id=task_id, queue=queue, priority=priority, serializer=serializer,
+                        countdown=countdown, eta=eta, expires=expires,
+                        soft_time_limit=soft_time_limit, time_limit=time_limit)
+            return submit(Signature(self, args, kwargs, {
+                **{k: v for k, v in sent.items() if v is not None}, **edges}))
         how = self._resolve(queue, priority, serializer, countdown, eta, expires, soft_time_limit,
                             time_limit, unique_key, unique_for)
         return self._send(how, task_id or new_task_id(), args or (), kwargs or {})
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature: this task with partial arguments (a chain prepends the previous result)."""
+        return Signature(self, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: it gets no result prepended."""
+        return Signature(self, args, kwargs, immutable=True)
+
+    def signature(self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None,
+                  **options: Any) -> Signature:
+        return Signature(self, args, kwargs, options)
+
+    subtask = signature
+
+    def chunks(self, items: Iterable[Iterable[Any]], n: int) -> group:
+        """Split ``items`` (argument tuples) into a group of ``ceil(len/n)`` tasks."""
+        return chunks(self, items, n)
 
     def map(self, iterable: Iterable[Any]) -> list[AsyncResult]:
         """Send ``task(item)`` for each item, all in one pipelined round trip."""
@@ -199,7 +226,6 @@ class Task:
               ) -> AsyncResult:
         """Encode one message and send it (or add it to the open batch)."""
         app = self.app
-        conf = app.conf
         key = how.unique_key
         if callable(key):
             key = key(*args, **kwargs)
@@ -209,17 +235,7 @@ class Task:
                 return AsyncResult(owner, app)
         hooks = app.hooks
         try:
-            body, compressed = pack_body(args, kwargs, how.codec, conf.compress_threshold)
-            msg = Message(task_id, self.name, body, how.codec, compressed, how.level, 0,
-                          how.due_ms, how.expires_ms, how.soft_ms, how.hard_ms,
-                          idem_key=key or None)
-            for hook in hooks.before_send:  # may add options (headers), or refuse the send
-                hook(app, msg)
-            data = encode_message(msg)
-            if len(data) > conf.max_message_bytes:
-                raise EncodeError(f"message for {self.name} is {len(data):,} bytes, above "
-                                  f"max_message_bytes ({conf.max_message_bytes:,}): pass a "
-                                  "reference to the data (a key, a path, a URL) instead")
+            msg, data = self._envelope(how, task_id, args, kwargs, idem_key=key or None)
             sent_now = app.send_message(how.queue, how.level, data, how.due_ms,
                                         msg if hooks.after_send else None)
         except BaseException:
@@ -229,6 +245,24 @@ class Task:
         if sent_now and hooks.after_send:  # outside the try: a raising hook un-sends nothing
             app.after_send([msg])
         return AsyncResult(task_id, app)
+
+    def _envelope(self, how: _Sending, task_id: str, args: Iterable[Any], kwargs: dict[str, Any],
+                  **fields: Any) -> tuple[Message, bytes]:
+        """The message and its encoded envelope, after the ``before_send`` hooks (which may add
+        options or refuse it). ``fields``: more Message fields (dag_id, parent_id, options ...)."""
+        app = self.app
+        conf = app.conf
+        body, compressed = pack_body(args, kwargs, how.codec, conf.compress_threshold)
+        msg = Message(task_id, self.name, body, how.codec, compressed, how.level, 0,
+                      how.due_ms, how.expires_ms, how.soft_ms, how.hard_ms, **fields)
+        for hook in app.hooks.before_send:  # may add options (headers), or refuse the send
+            hook(app, msg)
+        data = encode_message(msg)
+        if len(data) > conf.max_message_bytes:
+            raise EncodeError(f"message for {self.name} is {len(data):,} bytes, above "
+                              f"max_message_bytes ({conf.max_message_bytes:,}): pass a "
+                              "reference to the data (a key, a path, a URL) instead")
+        return msg, data
 
     def _release_claim(self, key: str, task_id: str) -> None:
         """Give back a uniqueness key whose message was not sent; if the broker cannot be
@@ -255,12 +289,6 @@ class _Sending:
     hard_ms: int
     unique_key: Any
     unique_for_ms: int
-
-
-def new_task_id() -> str:
-    """A random (version 4) UUID string, as ``str(uuid.uuid4())`` gives, in half the time."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 current_request: contextvars.ContextVar[Message | None] = contextvars.ContextVar(

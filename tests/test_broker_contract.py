@@ -9,11 +9,11 @@ import inspect
 
 import pytest
 
-from fastq.broker.base import Control, ResultStore, Transport
+from fastq.broker.base import Control, Graphs, ResultStore, Transport
 from fastq.broker.memory import MemoryBroker
 from fastq.broker.redis import RedisBroker
 
-PROTOCOLS = (Transport, ResultStore, Control)
+PROTOCOLS = (Transport, ResultStore, Control, Graphs)
 
 
 def _methods(protocol: type) -> dict[str, inspect.Signature]:

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from fastq.errors import BrokerRefused
 
 Delivery = tuple[str, int, bytes, bytes | None]
+SendItem = tuple[str, int, bytes, int]  # (queue, level, envelope, due ms; 0 = now)
+# A graph advanced: (graph id, [nodes left without an outcome, (node id, kind, spec, values...)...])
+GraphStep = tuple[str, list]
 
 
 @dataclass(slots=True)
@@ -42,6 +45,8 @@ class Finish:
     releases: list[tuple[str, str]] = field(default_factory=list)  # (unique key, owner task id)
     acks: dict[str, list[bytes]] = field(default_factory=dict)  # stream_key -> entry ids
     overwrite: set[str] = field(default_factory=set)  # task ids whose result replaces an older one
+    # workflow nodes that reached an outcome: (graph id, node id, 's' | 'f', result record)
+    nodes: list[tuple[str, str, str, bytes]] = field(default_factory=list)
 
     def ack(self, stream_key: str, entry_id: bytes) -> None:
         ids = self.acks.get(stream_key)
@@ -52,7 +57,7 @@ class Finish:
 
     def __bool__(self) -> bool:
         return bool(self.results or self.states or self.delayed or self.dead or self.releases
-                    or self.acks)
+                    or self.acks or self.nodes)
 
 
 @dataclass(slots=True)
@@ -96,8 +101,10 @@ class Transport(Protocol):
               own_pending: bool = False, counts: list[int] | None = None) -> list[Delivery]:
         """Read up to ``count`` entries per stream (or ``counts[level]`` per stream of a level)."""
 
-    def finish(self, done: Finish, result_ttl_ms: int) -> None:
-        """Write a round's outcomes, then acknowledge its entries (never the other way round)."""
+    def finish(self, done: Finish, result_ttl_ms: int) -> list[GraphStep]:
+        """Write a round's outcomes, then acknowledge its entries (never the other way round).
+        Workflow nodes among them are recorded in their graphs in the same transaction; returns
+        what that made ready, per graph (empty when the round had no workflow node)."""
 
     def reclaim(self, consumer: str, queues: list[str], min_idle_ms: int,
                 count: int) -> list[Delivery]:
@@ -240,5 +247,33 @@ class Control(Protocol):
         """Entry name -> epoch ms of its last fired (or skipped) instant."""
 
 
-class Broker(Transport, ResultStore, Control, Protocol):
+class Graphs(Protocol):
+    """Workflow graphs (fastq/workflows/): waiting nodes kept in Redis, advanced as nodes finish."""
+
+    def graph_submit(self, dag_id: str, fields: dict[str, bytes], roots: Sequence[SendItem],
+                     ttl_ms: int) -> None:
+        """Write a graph's waiting nodes, then send its roots, in one transaction."""
+
+    def graph_collect(self, dag_id: str, min_age_ms: int, finished_ttl_ms: int) -> GraphStep:
+        """What became ready at least ``min_age_ms`` ago and was never sent (its worker died)."""
+
+    def graph_release(self, sends: Sequence[tuple[str, int, int, bytes, str]],
+                      failures: Sequence[tuple[str, bytes]], sent: Sequence[tuple[str, list[str]]],
+                      finished: Sequence[str], marker_ttl_ms: int, result_ttl_ms: int) -> None:
+        """Send ready nodes (queue, level, due ms, data, dedup id) once each, write the records
+        of nodes failed upstream, clear them from their outboxes, and drop finished graphs from
+        the running list, in one round trip."""
+
+    def running_graphs(self, count: int = 1000) -> list[str]:
+        """Ids of graphs that have not finished (the sweeper's list)."""
+
+    def graph_field(self, dag_id: str, name: str) -> bytes | None:
+        """One field of a graph's hash (its ``meta``), None when the graph is gone."""
+
+    def save_group(self, group_id: str, data: bytes, ttl_ms: int) -> None: ...
+
+    def load_group(self, group_id: str) -> bytes | None: ...
+
+
+class Broker(Transport, ResultStore, Control, Graphs, Protocol):
     """A whole broker: what ``fastq.broker.connect`` returns."""

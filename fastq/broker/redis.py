@@ -19,7 +19,7 @@ import structlog
 
 from fastq import keys
 from fastq.broker import lua
-from fastq.broker.base import ConsumerStats, Delivery, Finish, StreamStats
+from fastq.broker.base import ConsumerStats, Delivery, Finish, GraphStep, SendItem, StreamStats
 from fastq.errors import BrokerOutOfMemory, BrokerRefused, BrokerUnavailable
 
 log = structlog.get_logger("fastq.broker")
@@ -87,6 +87,17 @@ def _parse_id(entry_id: bytes | str) -> tuple[int, int]:
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     ms, _, seq = text.partition("-")
     return int(ms), int(seq or 0)
+
+
+def _push_result(cmd, task_id: str, record: bytes, ttl_ms: int, overwrite: bool) -> None:
+    """Write a terminal record: pushed, then the list trimmed to its first element, so the first
+    outcome written wins (a late second writer adds nothing); ``overwrite`` replaces it."""
+    key = keys.result(task_id)
+    if overwrite:
+        cmd("DEL", key)
+    cmd("RPUSH", key, record)
+    cmd("LTRIM", key, 0, 0)
+    cmd("PEXPIRE", key, ttl_ms)
 
 
 def _delayed_member(level: int, data: bytes) -> bytes:
@@ -233,6 +244,8 @@ class RedisBroker:
         self._requeue = self.client.register_script(lua.load("requeue"))
         self._beat = {verb: self.client.register_script(lua.load(verb)) for verb in _BEAT_VERBS}
         self._forget_consumer = self.client.register_script(lua.load("forget_consumer"))
+        self._dag_complete = self.client.register_script(lua.load("dag_complete"))
+        self._dag_release = self.client.register_script(lua.load("dag_release"))
         self._local = threading.local()  # per thread: the connection of _command
         self.send_retry_s = 30.0
         self._reached = False  # a command has succeeded: from then on outages are ridden out
@@ -465,7 +478,7 @@ class RedisBroker:
             self.prepare(queues)
         return out
 
-    def finish(self, done: Finish, result_ttl_ms: int) -> None:
+    def finish(self, done: Finish, result_ttl_ms: int) -> list[GraphStep]:
         """Write a round's outcomes and acknowledge its entries in one MULTI/EXEC.
 
         A transaction because Redis refuses a write under ``maxmemory`` (OOM) but would still run
@@ -483,12 +496,7 @@ class RedisBroker:
         pipe = self.results.pipeline(transaction=True)
         cmd = pipe.execute_command
         for task_id, record in done.results:
-            key = keys.result(task_id)
-            if task_id in done.overwrite:
-                cmd("DEL", key)
-            cmd("RPUSH", key, record)
-            cmd("LTRIM", key, 0, 0)
-            cmd("PEXPIRE", key, result_ttl_ms)
+            _push_result(cmd, task_id, record, result_ttl_ms, task_id in done.overwrite)
         for task_id, record in done.states:
             cmd("SET", keys.state(task_id), record, "PX", result_ttl_ms)
         if separate:  # results on another Redis: stored (and checked) before anything is acked
@@ -503,10 +511,98 @@ class RedisBroker:
             cmd("ZADD", keys.delayed(queue), due_ms, _delayed_member(level, data))
         for unique_key, owner in done.releases:
             self._release(keys=[keys.unique(unique_key)], args=[owner], client=pipe)
+        graphs: dict[str, list] = {}
+        for dag_id, node_id, kind, record in done.nodes:
+            graphs.setdefault(dag_id, []).extend((node_id, kind, record))
+        now_ms = int(time.time() * 1000)
+        for dag_id, triples in graphs.items():
+            self._dag_complete(keys=[keys.graph(dag_id), keys.graph_outbox(dag_id)],
+                               args=[now_ms, result_ttl_ms, 0, 0, *triples], client=pipe)
         for skey, ids in done.acks.items():
             cmd("XACK", skey, keys.GROUP, *ids)
             cmd("XDEL", skey, *ids)
-        pipe.execute()  # redis-py loads release.lua first if the server does not know it
+        replies = pipe.execute()  # redis-py loads the scripts first if the server lacks them
+        if not graphs:
+            return []
+        first = len(replies) - len(done.acks) * 2 - len(graphs)
+        return [(dag_id, replies[first + i]) for i, dag_id in enumerate(graphs)]
+
+    # -- workflow graphs (fastq/workflows/) ------------------------------------------------
+    GRAPH_CHUNK = 2000  # hash fields per HSET of a submission
+
+    def graph_submit(self, dag_id: str, fields: dict[str, bytes], roots: Sequence[SendItem],
+                     ttl_ms: int) -> None:
+        """Write the graph's waiting nodes and then send its roots, in one MULTI/EXEC: a refused
+        write (OOM) applies nothing, so a failed submission leaves nothing runnable."""
+        flat = [x for kv in fields.items() for x in kv]
+        by_queue: dict[str, list] = {}
+        for item in roots:
+            by_queue.setdefault(item[0], []).append(item)
+
+        def op():
+            pipe = self.client.pipeline(transaction=True)
+            cmd = pipe.execute_command
+            key = keys.graph(dag_id)
+            step = self.GRAPH_CHUNK * 2
+            for i in range(0, len(flat), step):
+                cmd("HSET", key, *flat[i:i + step])
+            cmd("PEXPIRE", key, ttl_ms)
+            cmd("ZADD", keys.GRAPHS, int(time.time() * 1000) + ttl_ms, dag_id)
+            for queue, items in by_queue.items():
+                cmd("SADD", keys.QUEUES, queue)
+                for i in range(0, len(items), self.SEND_CHUNK):
+                    targets, args = _send_args(items[i:i + self.SEND_CHUNK])
+                    self._send(keys=targets, args=[b"0", *args], client=pipe)
+            return pipe.execute()
+
+        self._produce(op)
+        self._known_queues |= set(by_queue)
+
+    def graph_collect(self, dag_id: str, min_age_ms: int, finished_ttl_ms: int) -> GraphStep:
+        reply = self._dag_complete(keys=[keys.graph(dag_id), keys.graph_outbox(dag_id)],
+                                   args=[int(time.time() * 1000), finished_ttl_ms, 1, min_age_ms])
+        return dag_id, reply
+
+    def graph_release(self, sends: Sequence[tuple[str, int, int, bytes, str]],
+                      failures: Sequence[tuple[str, bytes]], sent: Sequence[tuple[str, list[str]]],
+                      finished: Sequence[str], marker_ttl_ms: int, result_ttl_ms: int) -> None:
+        """Each send is its own single-queue step (dag_release.lua, deduplicated by node id),
+        so a graph may span queues (cluster slots); the outbox is cleared after them."""
+        def op():
+            if failures:  # on the result store, before the outbox forgets the nodes
+                pipe = self.results.pipeline(transaction=False)
+                for task_id, record in failures:
+                    _push_result(pipe.execute_command, task_id, record, result_ttl_ms, False)
+                pipe.execute()
+            pipe = self.client.pipeline(transaction=False)
+            for queue, level, due_ms, data, node_id in sends:
+                if queue not in self._known_queues:
+                    pipe.sadd(keys.QUEUES, queue)
+                target = keys.delayed(queue) if due_ms else keys.stream(queue, level)
+                member = _delayed_member(level, data) if due_ms else data
+                self._dag_release(keys=[target, keys.node_sent(queue, node_id)],
+                                  args=[due_ms, member, marker_ttl_ms], client=pipe)
+            for dag_id, node_ids in sent:
+                if node_ids:
+                    pipe.hdel(keys.graph_outbox(dag_id), *node_ids)
+            if finished:
+                pipe.zrem(keys.GRAPHS, *finished)
+            return pipe.execute()
+
+        self._produce(op)
+        self._known_queues |= {queue for queue, *_ in sends}
+
+    def running_graphs(self, count: int = 1000) -> list[str]:
+        return [g.decode() for g in self.client.zrange(keys.GRAPHS, 0, count - 1)]
+
+    def graph_field(self, dag_id: str, name: str) -> bytes | None:
+        return self.client.hget(keys.graph(dag_id), name)
+
+    def save_group(self, group_id: str, data: bytes, ttl_ms: int) -> None:
+        self.results.set(keys.group_meta(group_id), data, px=ttl_ms)
+
+    def load_group(self, group_id: str) -> bytes | None:
+        return self.results.get(keys.group_meta(group_id))
 
     def take_tokens(self, key: str, rate_per_s: float, n: int, capacity: float,
                     now_ms: int | None = None) -> tuple[int, int]:

@@ -24,6 +24,7 @@ from fastq.errors import BrokerOutOfMemory, BrokerUnavailable, DecodeError, Soft
 from fastq.middleware import DeferMessage, SkipMessage, call_hooks
 from fastq.task import current_request
 from fastq.worker import gates, outcome
+from fastq.workflows.advance import ERRBACK, advance, errback_arguments
 
 if TYPE_CHECKING:
     from fastq.app import App
@@ -87,8 +88,11 @@ class Child:
         steps = [gates.Revoked(self), gates.Expired()]
         if self._rate_gate is not None:
             steps.append(self._rate_gate)
-        # the built-in steps, then the installed middleware's before_execute, in order
+        # the built-in steps, then the installed middleware's before_execute, in order; Revoked
+        # and Expired decide only when a revocation is in force or the message expires, so the
+        # lean list (without them) is run otherwise
         self._gates = [step.before_execute for step in steps] + list(self.hooks.before_execute)
+        self._lean_gates = self._gates[2:]
         self._call_hooks(self.hooks.child_init, self)
 
     # -- the loop ---------------------------------------------------------------------------
@@ -303,7 +307,7 @@ class Child:
             return
         self.current_stream = skey
         try:
-            for gate in self._gates:
+            for gate in self._gates if self.revoked or msg.expires_ms else self._lean_gates:
                 gate(task, msg)
         except SkipMessage as skip:
             self._skipped(task, msg, delivery, skip)
@@ -317,6 +321,8 @@ class Child:
         except DecodeError as exc:
             self._dead_letter(delivery, f"undecodable body: {exc}", msg)
             return
+        if msg.options and ERRBACK in msg.options:  # called (request, exc, traceback)
+            args = errback_arguments(args)
         if task.is_async:
             self._async_batch.append((task, msg, args, kwargs, delivery))
             return
@@ -362,8 +368,11 @@ class Child:
                 if failed.dead_reason:
                     self._call_hooks(self.hooks.on_dead_letter, msg, failed.dead_reason)
         self._done.ack(skey, entry_id)
-        if self.hooks.after_execute:
-            self._call_hooks(self.hooks.after_execute, task, msg, value, exc)
+        for hook in self.hooks.after_execute:  # call_hooks, inlined: this is once per task
+            try:
+                hook(task, msg, value, exc)
+            except Exception:  # noqa: BLE001 - an observer must not break the worker
+                self._log.exception("middleware hook failed", hook=hook.__qualname__)
 
     def _skipped(self, task: Task, msg: Message, delivery: Delivery, skip: SkipMessage) -> None:
         """A step said not to run it: acknowledged, with the state the step named."""
@@ -447,11 +456,24 @@ class Child:
         trip. On a broker error the outcomes are kept and written on the next try."""
         if self._done:
             done = self._done
-            self.broker.finish(done, self.result_ttl_ms)
+            steps = self.broker.finish(done, self.result_ttl_ms)
             self._done = Finish()
+            if steps:
+                self._advance(steps)
             if self.hooks.after_flush:
                 self._call_hooks(self.hooks.after_flush, self, done)
         self._last_flush = time.monotonic()
+
+    def _advance(self, steps) -> None:
+        """Send what the round's workflow nodes made ready. Their outcomes and acks are written
+        already: if this fails, the graph's outbox keeps the nodes and a sweeper sends them."""
+        try:
+            advance(self.app, steps)
+        except TRANSIENT as exc:
+            self._log.warning("could not send ready workflow nodes; a sweeper will",
+                              error=str(exc))
+        except Exception:  # noqa: BLE001 - a bad graph must not stop the worker
+            self._log.exception("advancing a workflow failed; a sweeper will retry")
 
     def _heartbeat(self, now: float) -> None:
         if now < self._next_heartbeat:

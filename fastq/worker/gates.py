@@ -4,7 +4,10 @@ A child runs them, in this order, ahead of the installed middleware's ``before_e
 (fastq/worker/child.py ``Child._gates``). A step that says no raises :class:`SkipMessage` (the
 message is acknowledged with the state it names) or :class:`DeferMessage` (it comes back later
 through the delayed set). Messages that never decode, and tasks this worker does not know, are
-dead-lettered before any step runs: there is no task to hand a step.
+dead-lettered before any step runs: there is no task to hand a step. :class:`Revoked` and
+:class:`Expired` can only say no while a revocation is in force or when the message has an
+``expires``; otherwise the child runs the list without them (the no-op calls cost ~3% of a no-op
+task's whole run).
 """
 from __future__ import annotations
 

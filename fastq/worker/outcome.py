@@ -26,10 +26,24 @@ if TYPE_CHECKING:
 
 
 def succeeded(done: Finish, task: Task, msg: Message, value, threshold: int) -> None:
-    if not task.ignore_result:
+    if msg.dag_id:  # a workflow node: its dependents need the value even if nobody else does
+        record = success_record(value, task.name, msg.codec, threshold)
+        done.nodes.append((msg.dag_id, msg.id, "s", record))
+        if not task.ignore_result:
+            done.results.append((msg.id, record))
+    elif not task.ignore_result:
         done.results.append((msg.id, success_record(value, task.name, msg.codec, threshold)))
     if msg.idem_key:
         done.releases.append((msg.idem_key, msg.id))
+
+
+def _terminal_failure(done: Finish, msg: Message, record: bytes, keep: bool) -> None:
+    """Record a task's final failure (``keep``: as its result too); a workflow node's failure is
+    also recorded in its graph, which fails or runs its dependents."""
+    if keep:
+        done.results.append((msg.id, record))
+    if msg.dag_id:
+        done.nodes.append((msg.dag_id, msg.id, "f", record))
 
 
 def _error_entry(msg: Message, exc: BaseException) -> dict:
@@ -63,8 +77,9 @@ def failed(done: Finish, task: Task, msg: Message, queue: str, exc: BaseExceptio
             else policy.delay_for(msg.attempt)
         retry(done, task, msg, queue, cause, errors, delay, threshold)
         return Failed(states.RETRY, delay)
-    if not task.ignore_result:
-        done.results.append((msg.id, exception_record(cause, task.name, msg.codec, threshold)))
+    if not task.ignore_result or msg.dag_id:
+        _terminal_failure(done, msg, exception_record(cause, task.name, msg.codec, threshold),
+                          not task.ignore_result)
     if msg.idem_key:
         done.releases.append((msg.idem_key, msg.id))
     if msg.attempt > 0 or requested or policy.retries_automatically(cause):
@@ -96,10 +111,12 @@ def skipped(done: Finish, task: Task | None, msg: Message, reason: str, state: s
             threshold: int) -> None:
     """A message acknowledged without running its task (a step raised SkipMessage): REVOKED
     with TaskRevokedError(reason), FAILURE with SkipMessage(reason), or no record (None)."""
-    if state is not None and (task is None or not task.ignore_result):
-        exc = TaskRevokedError(reason) if state == states.REVOKED else SkipMessage(reason, state)
-        done.results.append((msg.id, exception_record(exc, msg.task, msg.codec, threshold,
-                                                      state=state)))
+    keep = state is not None and (task is None or not task.ignore_result)
+    if keep or msg.dag_id:
+        exc = SkipMessage(reason, state) if state == states.FAILURE else TaskRevokedError(reason)
+        record = exception_record(exc, msg.task, msg.codec, threshold,
+                                  state=state or states.REVOKED)
+        _terminal_failure(done, msg, record, keep)
     if msg.idem_key:
         done.releases.append((msg.idem_key, msg.id))
 
@@ -125,7 +142,7 @@ def dead_letter(done: Finish, queue: str, data: bytes, reason: str, msg: Message
         fields["traceback"] = errors[-1]["traceback"]
     done.dead.append((queue, fields))
     if msg is not None and not settled:
-        done.results.append((msg.id, exception_record(DeadLettered(reason), msg.task, msg.codec,
-                                                      threshold)))
+        _terminal_failure(done, msg, exception_record(DeadLettered(reason), msg.task, msg.codec,
+                                                      threshold), True)
         if msg.idem_key:
             done.releases.append((msg.idem_key, msg.id))

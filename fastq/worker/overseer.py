@@ -21,6 +21,7 @@ from fastq._core import decode_message
 from fastq.broker.base import Finish
 from fastq.errors import DecodeError, TimeLimitExceeded
 from fastq.worker import health, outcome
+from fastq.workflows.advance import advance
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -53,6 +54,7 @@ class Overseer:
         self._terminate: dict[str, float] = {}  # task ids to stop if running
         self._handed_back: dict[int, float] = {}  # slot -> start time of the task we handled
         self._next_health = 0.0
+        self._next_sweep = 0.0
         self.watchdog_restarts = 0
         self._last_watchdog: float | None = None  # epoch s
         self._log = log
@@ -75,7 +77,23 @@ class Overseer:
         if now >= self._next_health:
             self._next_health = now + self.conf.heartbeat_s
             self._report_health()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.conf.workflow_sweep_s
+            self._sweep_graphs()
         return min(self.conf.delayed_tick_ms / 1000.0, max(self._next_promote - time.monotonic(), 0.0))
+
+    def _sweep_graphs(self) -> None:
+        """Send workflow nodes that became ready more than a sweep ago and were never sent (the
+        worker that made them ready died before sending): each send is deduplicated, so a
+        worker still sending them cannot cause a second run."""
+        broker = self.app.broker
+        min_age_ms = int(self.conf.workflow_sweep_s * 2000)
+        ttl_ms = int(self.conf.result_expires * 1000)
+        steps = [broker.graph_collect(dag_id, min_age_ms, ttl_ms)
+                 for dag_id in broker.running_graphs()]
+        steps = [s for s in steps if len(s[1]) > 1 or int(s[1][0]) <= 0]
+        if steps:
+            advance(self.app, steps)
 
     def _promote_due(self, now: float) -> float:
         """Move due delayed messages into the streams; return when to look again (monotonic):

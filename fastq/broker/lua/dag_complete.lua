@@ -1,0 +1,109 @@
+-- Record the outcome of workflow nodes and collect the nodes that are now ready to send (or have
+-- failed because something upstream failed), in one call on one graph (fastq/workflows/).
+-- KEYS[1] the graph hash, KEYS[2] its outbox hash (node id -> ms it became ready)
+-- ARGV[1] now ms; ARGV[2] TTL ms of a finished graph; ARGV[3] '1': also collect outbox items
+-- that became ready at least ARGV[4] ms ago (the sweeper's call, after a worker died between
+-- this call and sending); then triples: node id, 's' (succeeded) or 'f' (failed), its record.
+-- Graph fields: n:ID spec, p:ID its parents (space separated, the order results are fed in),
+-- k:ID its dependents ('!' before one that runs even when ID fails), w:ID dependencies not yet
+-- met, d:ID its outcome (a result record, or 'u:' .. the id of the failed node upstream),
+-- left: nodes without an outcome, ttl: the safety TTL (ms) while the graph runs.
+-- Recording is idempotent: a node whose outcome exists (a re-run after a crash, a late write)
+-- changes nothing, so no dependent is counted down or released twice.
+-- e:ID its errbacks. Returns {left, item, ...}; item = {id, kind, spec, errbacks, value, ...}:
+-- 'r' ready, with the outcomes of its parents in p: order; 'u' failed upstream, with the failed
+-- node's record and id; 'f' failed itself (listed only when it has errbacks), with its record.
+local g, out = KEYS[1], KEYS[2]
+local now = ARGV[1]
+if redis.call('EXISTS', g) == 0 then
+  return {-1}  -- expired, or never written: nothing to advance
+end
+local fresh = {}  -- ids in the order they became ready (or failed)
+
+local function words(s)
+  local list = {}
+  if s then
+    for w in string.gmatch(s, '%S+') do list[#list + 1] = w end
+  end
+  return list
+end
+
+local function settle(node, value)
+  if redis.call('HSETNX', g, 'd:' .. node, value) == 0 then return false end
+  redis.call('HINCRBY', g, 'left', -1)
+  return true
+end
+
+local function ready(node)
+  redis.call('HSET', out, node, now)
+  fresh[#fresh + 1] = node
+end
+
+-- walk the dependents of a settled node; failed: the id of the node whose failure spreads
+local function advance(first, first_failed)
+  local stack = {{first, first_failed}}
+  while #stack > 0 do
+    local top = table.remove(stack)
+    local node, failed = top[1], top[2]
+    for _, entry in ipairs(words(redis.call('HGET', g, 'k:' .. node))) do
+      local anyway = string.sub(entry, 1, 1) == '!'
+      local kid = anyway and string.sub(entry, 2) or entry
+      if failed and not anyway then
+        if settle(kid, 'u:' .. failed) then
+          ready(kid)
+          stack[#stack + 1] = {kid, failed}
+        end
+      elseif redis.call('HEXISTS', g, 'd:' .. kid) == 0
+          and redis.call('HINCRBY', g, 'w:' .. kid, -1) == 0 then
+        ready(kid)
+      end
+    end
+  end
+end
+
+for i = 5, #ARGV, 3 do
+  local node, kind = ARGV[i], ARGV[i + 1]
+  if settle(node, ARGV[i + 2]) then
+    if kind == 'f' and redis.call('HEXISTS', g, 'e:' .. node) == 1 then
+      ready(node)  -- its errbacks are to be sent
+    end
+    advance(node, kind == 'f' and node or nil)
+  end
+end
+
+local ttl = redis.call('HGET', g, 'ttl')
+if ARGV[3] == '1' then
+  local flat = redis.call('HGETALL', out)
+  local oldest = tonumber(now) - tonumber(ARGV[4])
+  for i = 1, #flat, 2 do
+    if tonumber(flat[i + 1]) <= oldest then fresh[#fresh + 1] = flat[i] end
+  end
+end
+if #fresh > 0 then redis.call('PEXPIRE', out, ttl) end
+
+local left = tonumber(redis.call('HGET', g, 'left'))
+if left <= 0 then  -- finished: keep it as long as results are kept
+  redis.call('PEXPIRE', g, ARGV[2])
+  if #fresh > 0 then redis.call('PEXPIRE', out, ARGV[2]) end
+end
+
+local reply = {left}
+for _, node in ipairs(fresh) do
+  local outcome = redis.call('HGET', g, 'd:' .. node)
+  local spec = redis.call('HGET', g, 'n:' .. node) or ''
+  local errbacks = redis.call('HGET', g, 'e:' .. node) or ''
+  local item
+  if not outcome then  -- ready to run: with what its parents gave
+    item = {node, 'r', spec, errbacks}
+    for _, parent in ipairs(words(redis.call('HGET', g, 'p:' .. node))) do
+      item[#item + 1] = redis.call('HGET', g, 'd:' .. parent) or ''
+    end
+  elseif string.sub(outcome, 1, 2) == 'u:' then  -- failed upstream: the cause's record
+    local cause = string.sub(outcome, 3)
+    item = {node, 'u', spec, errbacks, redis.call('HGET', g, 'd:' .. cause) or '', cause}
+  else  -- failed itself, with errbacks to send
+    item = {node, 'f', spec, errbacks, outcome}
+  end
+  reply[#reply + 1] = item
+end
+return reply

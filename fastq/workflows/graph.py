@@ -1,0 +1,395 @@
+"""Compile a canvas (or an ``app.dag()``) into one graph and submit it to Redis.
+
+A graph is a set of nodes, each one task message, with edges "runs after". Nodes with no unmet
+dependency (the roots) are sent at once; the others wait in the graph's hash
+(``keys.graph(dag_id)``, fields listed in fastq/broker/lua/dag_complete.lua) and are sent by the
+worker that finishes their last dependency, in the round trip after its ack
+(fastq/workflows/advance.py). Everything is checked before anything is sent, and the waiting
+nodes are written in the same transaction as the roots, ahead of them.
+"""
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from fastq.errors import NotRegistered, WorkflowError
+from fastq.message import new_task_id
+from fastq.result import AsyncResult
+from fastq.workflows.canvas import (
+    CHAIN,
+    CHORD,
+    GROUP,
+    LEAD_KWARGS,
+    Signature,
+    group,
+    maybe_signature,
+)
+from fastq.workflows.results import GroupResult
+
+if TYPE_CHECKING:
+    from fastq.broker.base import SendItem
+
+# send options a node may carry (Task.apply_async's); link/link_error/depends_on are edges
+SEND_OPTIONS = ("task_id", "queue", "priority", "serializer", "countdown", "eta", "expires",
+                "soft_time_limit", "time_limit")
+EDGE_OPTIONS = ("link", "link_error", "depends_on", "group_id")
+
+
+@dataclass(slots=True)
+class Node:
+    id: str
+    sig: Signature  # a plain task signature (args already merged)
+    deps: list[str] = field(default_factory=list)  # the nodes it waits for, in order
+    anyway: set[str] = field(default_factory=set)  # deps whose failure does not fail it
+    feed: Any = None  # what is prepended to its args: None, a node id, or a (nested) list of them
+    group_id: str | None = None
+    errbacks: list[Signature] = field(default_factory=list)
+    parent: str | None = None  # the node before it in a chain (AsyncResult.parent)
+
+
+@dataclass(slots=True)
+class Out:
+    """What a compiled part hands to what follows it: the nodes to wait for, and its result."""
+
+    sinks: list[str]
+    feed: Any  # a node id, or a list (a group's results)
+
+
+class Graph:
+    """Nodes compiled from a canvas, before submission."""
+
+    def __init__(self, app: Any, dag_id: str | None = None):
+        self.app = app
+        self.id = dag_id or new_task_id()
+        self.nodes: dict[str, Node] = {}
+        self.names: dict[str, str] = {}  # app.dag() node names -> node ids
+
+    # -- compiling ----------------------------------------------------------------------------
+    def add(self, sig: Any, after: Out | None = None, anyway: bool = False,
+            inherit: dict[str, Any] | None = None, errbacks: list[Signature] = (),
+            group_id: str | None = None, lead: tuple = (), lead_kwargs: dict | None = None) -> Out:
+        """Compile ``sig`` to run after ``after`` (its result fed in unless immutable)."""
+        sig = maybe_signature(sig, self.app)
+        opts = dict(sig.options)
+        kind = sig.subtask_type
+        if kind is not None:  # a composite's own arguments lead those it was sent with
+            lead = (*lead, *sig.args)
+            more = opts.pop(LEAD_KWARGS, None)
+            if more:
+                lead_kwargs = {**more, **(lead_kwargs or {})}
+        links = [maybe_signature(s, self.app) for s in _as_list(opts.pop("link", None))]
+        errbacks = [*errbacks, *(maybe_signature(s, self.app)
+                                 for s in _as_list(opts.pop("link_error", None)))]
+        if opts.pop("depends_on", None):
+            raise WorkflowError("depends_on (waiting on tasks sent separately) is not "
+                                "implemented yet: send them together as a chain or an app.dag()")
+        inherit = {**(inherit or {}), **{k: v for k, v in opts.items() if k != "task_id"}}
+        if kind is None:
+            out = self._task(sig, after, anyway, inherit, errbacks, group_id, lead, lead_kwargs)
+        elif kind == CHAIN:
+            out = after
+            for i, part in enumerate(sig.tasks):
+                out = self.add(part, out, anyway and i == 0, inherit, errbacks, group_id,
+                               lead if i == 0 else (), lead_kwargs if i == 0 else None)
+            if out is None or out is after:
+                raise WorkflowError("an empty chain has nothing to run")
+            if "task_id" in opts:  # Celery: a chain's task_id is its last task's
+                self._rename(out.feed, opts["task_id"])
+                out = Out([opts["task_id"]], opts["task_id"])
+        elif kind == GROUP:
+            gid = opts.get("task_id") or new_task_id()
+            parts = [self.add(m, after, anyway, inherit, errbacks, gid, lead, lead_kwargs)
+                     for m in sig.tasks]
+            out = Out([s for p in parts for s in p.sinks], [p.feed for p in parts])
+            if not parts:  # an empty group gives [] at once (Celery)
+                out = Out(after.sinks if after else [], [])
+        elif kind == CHORD:
+            head = self.add(sig.header, after, anyway, inherit, errbacks, None, lead, lead_kwargs)
+            if sig.body is None:
+                raise WorkflowError("a chord needs a body: chord(header, body) or "
+                                    "chord(header)(body)")
+            body = sig.body.clone(task_id=opts["task_id"]) if "task_id" in opts else sig.body
+            out = self.add(body, head, False, inherit, errbacks)
+        else:
+            raise WorkflowError(f"unknown signature type {kind!r}")
+        for callback in links:  # link=: runs with the result once this part succeeded
+            self.add(callback, out, False, None, [])
+        return out
+
+    def _task(self, sig: Signature, after: Out | None, anyway: bool, inherit: dict[str, Any],
+              errbacks: list[Signature], group_id: str | None, lead: tuple,
+              lead_kwargs: dict | None) -> Out:
+        node_id = sig.options.get("task_id") or new_task_id()
+        if node_id in self.nodes:
+            raise WorkflowError(f"task id {node_id} is used twice in one workflow")
+        if lead or lead_kwargs:
+            sig = sig.clone(lead, lead_kwargs)
+        options = {**inherit, **{k: v for k, v in sig.options.items() if k not in EDGE_OPTIONS}}
+        unknown = set(options) - set(SEND_OPTIONS)
+        if unknown:
+            raise WorkflowError(f"unsupported options for {sig['task']} in a workflow: "
+                                f"{sorted(unknown)}")
+        sig = Signature(sig["task"], sig.args, sig.kwargs, options, immutable=sig.immutable,
+                        app=self.app)
+        feed = None if sig.immutable or after is None else after.feed
+        node = Node(node_id, sig, list(dict.fromkeys(after.sinks)) if after else [], set(),
+                    feed, group_id, list(errbacks))
+        if anyway and after:
+            node.anyway = set(node.deps)
+        if after and isinstance(after.feed, str):
+            node.parent = after.feed
+        self.nodes[node_id] = node
+        return Out([node_id], node_id)
+
+    def _rename(self, old: str, new: str) -> None:
+        if new in self.nodes:
+            raise WorkflowError(f"task id {new} is used twice in one workflow")
+        node = self.nodes.pop(old)
+        node.id = new
+        self.nodes[new] = node
+        for other in self.nodes.values():
+            other.deps = [new if d == old else d for d in other.deps]
+            other.anyway = {new if d == old else d for d in other.anyway}
+            other.feed = _replace(other.feed, old, new)
+            if other.parent == old:
+                other.parent = new
+
+    # -- checking -----------------------------------------------------------------------------
+    def check(self) -> None:
+        """Refuse what cannot run, before anything is sent: a cycle (named), a task name this
+        process cannot know."""
+        cycle = find_cycle({n.id: n.deps for n in self.nodes.values()})
+        if cycle:
+            by_id = {v: k for k, v in self.names.items()}
+            raise WorkflowError("the workflow has a cycle: "
+                                + " -> ".join(by_id.get(i, i) for i in cycle))
+        for node in self.nodes.values():
+            name = node.sig["task"]
+            if name not in self.app.tasks and _looks_mistyped(name, self.app.tasks):
+                raise NotRegistered(f"task {name!r} is not registered here, though its module's "
+                                    "other tasks are: a typo?")
+
+    # -- submitting ---------------------------------------------------------------------------
+    def submit(self) -> None:
+        """Write the waiting nodes and send the roots, in one transaction."""
+        self.check()
+        app = self.app
+        conf = app.conf
+        kids: dict[str, list[str]] = {}
+        for node in self.nodes.values():
+            for dep in node.deps:
+                kids.setdefault(dep, []).append(("!" if dep in node.anyway else "") + node.id)
+        fields: dict[str, bytes] = {}
+        roots: list[SendItem] = []
+        root_id = next(iter(self.nodes)) if self.nodes else self.id
+        now_ms = int(time.time() * 1000)
+        for node in self.nodes.values():
+            queue, level, due_ms, data = self._envelope(node, root_id)
+            if node.deps or node.errbacks:  # spec: how to send it; its countdown runs from then
+                feed, parents = _indexed(node.feed)
+                delay_ms = max(due_ms - now_ms, 0) if due_ms else 0
+                fields[f"n:{node.id}"] = msgpack.packb([queue, level, delay_ms, data, feed])
+                if parents:
+                    fields[f"p:{node.id}"] = " ".join(parents).encode()
+            if node.deps:
+                fields[f"w:{node.id}"] = str(len(node.deps)).encode()
+            else:
+                roots.append((queue, level, data, due_ms))
+            if node.id in kids:
+                fields[f"k:{node.id}"] = " ".join(kids[node.id]).encode()
+            if node.errbacks:
+                fields[f"e:{node.id}"] = msgpack.packb(
+                    [self._errback(eb, node, root_id) for eb in node.errbacks])
+        fields["left"] = str(len(self.nodes)).encode()
+        ttl_ms = int(conf.workflow_ttl * 1000)
+        fields["ttl"] = str(ttl_ms).encode()
+        fields["meta"] = msgpack.packb({"names": self.names, "created": time.time(),
+                                        "nodes": list(self.nodes)})
+        app.broker.graph_submit(self.id, fields, roots, ttl_ms)
+
+    def _envelope(self, node: Node, root_id: str) -> tuple[str, int, int, bytes]:
+        sig = node.sig
+        task = self.app.task_for(sig["task"])
+        opts = dict(sig.options)
+        opts.pop("task_id", None)
+        how = task._resolve(**opts)
+        args = sig.args
+        if not node.deps and node.feed is not None:  # a root fed by an empty group: []
+            args = (_empty(node.feed), *args)
+        _msg, data = task._envelope(how, node.id, args, sig.kwargs, dag_id=self.id,
+                                    parent_id=node.parent, root_id=root_id,
+                                    group_id=node.group_id)
+        return how.queue, how.level, how.due_ms, data
+
+    def _errback(self, errback: Signature, node: Node, root_id: str) -> list:
+        """An errback ready to send: [dedup id, queue, level, envelope, new-style]. One errback
+        given to a whole chain is one id on each of its nodes, so it fires once."""
+        eb_id = errback.options.get("task_id") or _errback_id(errback)
+        task = self.app.task_for(errback["task"])
+        opts = {k: v for k, v in errback.options.items() if k in SEND_OPTIONS and k != "task_id"}
+        how = task._resolve(**opts)
+        _msg, data = task._envelope(how, eb_id, errback.args, errback.kwargs,
+                                    parent_id=node.id, root_id=root_id)
+        return [eb_id, how.queue, how.level, data, _new_style(errback, self.app)]
+
+    # -- the handle ---------------------------------------------------------------------------
+    def result_of(self, out: Out) -> Any:
+        made: dict[str, AsyncResult] = {}
+
+        def handle(feed: Any) -> Any:
+            if isinstance(feed, list):
+                return GroupResult(None, [handle(f) for f in feed], app=self.app)
+            first = None
+            child = None
+            while feed is not None and feed not in made:  # up the chain, without recursion
+                res = made[feed] = AsyncResult(feed, self.app)
+                if child is not None:
+                    child.parent = res
+                first = first or res
+                child = res
+                feed = self.nodes[feed].parent if feed in self.nodes else None
+            if feed is not None and child is not None:
+                child.parent = made[feed]
+            return first or made[feed]
+
+        return handle(out.feed)
+
+
+def submit(sig: Signature) -> Any:
+    """Send a canvas: one graph, unless it is a plain group (its members go out in one batch)."""
+    app = sig.app
+    if sig.subtask_type == GROUP and _plain_group(sig):
+        return _send_group(sig)
+    graph = Graph(app)
+    out = graph.add(sig)
+    graph.submit()
+    result = graph.result_of(out)
+    if sig.subtask_type == GROUP and isinstance(result, GroupResult):
+        result.id = graph.nodes[out.sinks[0]].group_id if out.sinks else new_task_id()
+    return result
+
+
+def _plain_group(sig: group) -> bool:
+    """No member has links, parts or waits, and the group itself has no link: no graph needed."""
+    if any(k in sig.options for k in ("link", "link_error")):
+        return False
+    return all(m.subtask_type is None and not any(k in m.options for k in EDGE_OPTIONS)
+               for m in sig.tasks)
+
+
+def _send_group(sig: group) -> GroupResult:
+    """A group of plain tasks: every member sent in one pipelined round trip, with its group id."""
+    app = sig.app
+    gid = sig.options.get("task_id") or new_task_id()
+    inherit = {k: v for k, v in sig.options.items() if k in SEND_OPTIONS and k != "task_id"}
+    lead, lead_kwargs = sig.args, sig.options.get(LEAD_KWARGS) or {}
+    results = []
+    resolved: dict[tuple, Any] = {}
+    with app.batch():
+        for member in sig.tasks:
+            opts = {**inherit, **member.options}
+            task_id = opts.pop("task_id", None) or new_task_id()
+            args = tuple(lead) + tuple(member.args) if not member.immutable else member.args
+            kwargs = {**lead_kwargs, **member.kwargs} if not member.immutable else member.kwargs
+            task = app.task_for(member["task"])
+            key = (member["task"], tuple(sorted(opts.items(), key=str)))
+            how = resolved.get(key)
+            if how is None:
+                how = resolved[key] = task._resolve(**opts)
+            msg, data = task._envelope(how, task_id, args, kwargs, group_id=gid)
+            app.send_message(how.queue, how.level, data, how.due_ms,
+                             msg if app.hooks.after_send else None)
+            results.append(AsyncResult(task_id, app))
+    return GroupResult(gid, results, app=app)
+
+
+def find_cycle(deps: dict[str, list[str]]) -> list[str] | None:
+    """A cycle in "node -> what it waits for" as a path that ends where it starts, or None."""
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+    for start in deps:
+        if state.get(start):
+            continue
+        path = [start]
+        stack = [iter(deps.get(start, ()))]
+        state[start] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+                continue
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt):], nxt][::-1]
+            if not state.get(nxt):
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(deps.get(nxt, ())))
+    return None
+
+
+def _indexed(feed: Any) -> tuple[Any, list[str]]:
+    """The feed with node ids replaced by their index in the returned parents list."""
+    parents: list[str] = []
+
+    def walk(f: Any) -> Any:
+        if f is None:
+            return None
+        if isinstance(f, list):
+            return [walk(x) for x in f]
+        parents.append(f)
+        return len(parents) - 1
+
+    return walk(feed), parents
+
+
+def _empty(feed: Any) -> Any:
+    """The value of a feed with no node in it (nested empty groups): lists of lists."""
+    return [_empty(f) for f in feed] if isinstance(feed, list) else None
+
+
+def _replace(feed: Any, old: str, new: str) -> Any:
+    if isinstance(feed, list):
+        return [_replace(f, old, new) for f in feed]
+    return new if feed == old else feed
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _errback_id(errback: Signature) -> str:
+    """One id per errback object (so one errback attached to many nodes fires once)."""
+    eb_id = errback.__dict__.get("_errback_id")
+    if eb_id is None:
+        eb_id = errback.__dict__["_errback_id"] = new_task_id()
+    return eb_id
+
+
+def _new_style(errback: Signature, app: Any) -> bool:
+    """Celery calls an errback ``(request, exc, traceback)`` when its function takes more than
+    one argument, else ``(task_id)``; a task not registered here gets the old form."""
+    task = app.tasks.get(errback["task"])
+    if task is None or errback.immutable:
+        return False
+    try:
+        params = [p for p in inspect.signature(task.fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    except (TypeError, ValueError):
+        return False
+    if task.bind:
+        params = params[1:]
+    return len(params) - len(errback.args) > 1 or any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
+def _looks_mistyped(name: str, tasks: dict[str, Any]) -> bool:
+    module = name.rpartition(".")[0]
+    return bool(module) and any(t.rpartition(".")[0] == module for t in tasks)
+
+
+__all__ = ["Graph", "Node", "Out", "find_cycle", "group", "submit"]

@@ -1,0 +1,213 @@
+"""Workflows on a real Redis with real worker processes (tests/apps/flows.py): chain, group, chord,
+their nestings, app.dag(), failures and errbacks, revoke, and a worker killed mid-graph."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import msgpack
+import pytest
+
+from fastq import UpstreamFailed, WorkflowError, chain, chord, group, keys
+from fastq.workflows import GroupResult
+from tests.apps.flows import (
+    add,
+    collect,
+    fail,
+    ident,
+    inc,
+    nap,
+    on_error,
+    on_error_old,
+    record,
+    tsum,
+)
+from tests.conftest import app_fixture, wait_for, worker_fixture
+
+fapp = app_fixture("tests.apps.flows")
+worker = worker_fixture("tests.apps.flows", 2, "fapp")
+
+
+def test_chain_passes_each_result_on_and_links_parents(fapp, worker):
+    worker()
+    res = (add.s(1, 2) | inc.s() | inc.s() | collect.s(tag="end")).delay()
+    assert res.get(timeout=20) == ["end", 5]
+    assert res.parent.get(timeout=1) == 5 and res.parent.parent.parent.get(timeout=1) == 3
+    # immutable signatures get nothing prepended; arguments of apply_async go to the first task
+    assert chain(inc.s(), ident.si(7), inc.s()).apply_async((10,)).get(timeout=20) == 8
+
+
+def test_diamond_dag(fapp, worker):
+    worker()
+    d = fapp.dag()
+    d.add("a", ident.s(1))
+    d.add("b", inc.s(), after=["a"])
+    d.add("c", add.s(10), after=["a"])
+    d.add("d", collect.s(), after=["b", "c"])
+    result = d.submit()
+    assert result.get(timeout=20) == [2, 11]  # after several: their results in `after` order
+    assert result.nodes() == {"a": "SUCCESS", "b": "SUCCESS", "c": "SUCCESS", "d": "SUCCESS"}
+    assert result["b"].get(timeout=1) == 2
+
+
+def test_a_cycle_is_named_and_nothing_is_sent(fapp, r):
+    d = fapp.dag()
+    d.add("a", ident.s(1), after=["c"])
+    d.add("b", inc.s(), after=["a"])
+    d.add("c", inc.s(), after=["b"])
+    d.add("x", ident.s(0))
+    with pytest.raises(WorkflowError, match=r"cycle: (a -> b -> c -> a|b -> c -> a -> b|c -> a -> b -> c)"):
+        d.submit()
+    bad = fapp.dag().add("a", ident.s(1), after=["nope"])
+    with pytest.raises(WorkflowError, match="'nope', which is not a node"):
+        bad.submit()
+    assert r.keys("fastq:*") == []  # not a stream, not a graph key
+
+
+def test_chord_body_gets_1000_results_in_header_order(fapp, worker):
+    worker()
+    # a reversed sleep makes the last header tasks finish first: order must still be kept
+    header = [nap.s(i, ms=0) for i in range(1000)]
+    res = chord(header, collect.s()).delay()
+    assert res.get(timeout=60) == list(range(1000))
+    assert chord([], collect.s()).delay().get(timeout=20) == []  # Celery: an empty header gives []
+
+
+def test_chain_of_1000(fapp, worker):
+    worker()
+    res = chain(ident.s(0), *[inc.s() for _ in range(999)]).delay()
+    assert res.get(timeout=120) == 999
+
+
+def test_group_of_10000(fapp, worker, r):
+    worker()
+    res = group(ident.s(i) for i in range(10_000)).delay()
+    assert isinstance(res, GroupResult) and len(res) == 10_000
+    assert res.get(timeout=120) == list(range(10_000))
+    assert res.completed_count() == 10_000 and res.successful() and res.ready()
+    res.save()
+    again = GroupResult.restore(res.id, fapp)
+    assert [x.id for x in again.results] == [x.id for x in res.results]
+
+
+def test_nestings(fapp, worker):
+    worker()
+    # a group in a chain: each member gets the result, the next task their list
+    assert chain(ident.s(1), group(inc.s(), add.s(10)), collect.s()).delay().get(timeout=20) \
+        == [2, 11]
+    # a chain in a group
+    assert group(chain(ident.s(1), inc.s()), ident.s(5)).delay().get(timeout=20) == [2, 5]
+    # a chord in a chain, and a chain as a chord body
+    assert chain(ident.s(2), chord([inc.s(), inc.s()], tsum.s()), inc.s()).delay().get(
+        timeout=20) == 7
+    assert chord([ident.s(1), ident.s(2)], chain(tsum.s(), inc.s())).delay().get(timeout=20) == 4
+    # a chord of chords
+    inner = [chord([ident.s(i), ident.s(i)], tsum.s()) for i in range(3)]
+    assert chord(inner, collect.s()).delay().get(timeout=20) == [0, 2, 4]
+    # a group piped into a task is a chord
+    assert (group(ident.s(1), ident.s(2)) | tsum.s()).delay().get(timeout=20) == 3
+
+
+def test_failure_mid_chain_fails_the_rest_and_fires_link_error_once(fapp, worker, r):
+    worker()
+    res = chain(inc.s(1), fail.s(), inc.s(), inc.s()).apply_async(link_error=on_error.s())
+    with pytest.raises(UpstreamFailed) as info:
+        res.get(timeout=20)
+    failed = res.parent.parent
+    assert info.value.node_id == failed.id and info.value.exc_type.endswith("Boom")
+    assert info.value.exc_message == "it broke"
+    assert [res.state, res.parent.state, failed.state, failed.parent.state] == \
+        ["FAILURE", "FAILURE", "FAILURE", "SUCCESS"]
+    wait_for(lambda: r.llen("flows:errors") >= 1, 20, message="the errback")
+    time.sleep(0.5)  # nothing else may arrive
+    assert [msgpack.unpackb(x) for x in r.lrange("flows:errors", 0, -1)] == [
+        [failed.id, "TaskError", "tests.apps.flows.Boom: it broke", True]]
+    # the old form gets the failed task's id
+    one = fail.apply_async((1,), link_error=on_error_old.si())
+    with pytest.raises(Exception, match="it broke"):
+        one.get(timeout=20)
+    wait_for(lambda: r.lrange("flows:errors_old", 0, -1) == [one.id.encode()], 20,
+             message="the old-style errback")
+
+
+def test_link_and_on_failure_run(fapp, worker, r):
+    worker()
+    res = add.apply_async((2, 3), link=record.s())
+    assert res.get(timeout=20) == 5
+    wait_for(lambda: r.llen("flows:record") == 1, 20, message="the link callback")
+    assert msgpack.unpackb(r.lindex("flows:record", 0)) == [5]
+    d = fapp.dag()
+    d.add("a", fail.s())
+    d.add("cleanup", record.si("cleanup"), after=["a"], on_failure="run")
+    d.add("never", inc.s(), after=["a"])
+    out = d.submit()
+    wait_for(lambda: out.nodes()["never"] == "FAILURE" and out.nodes()["cleanup"] == "SUCCESS",
+             20, message="cleanup ran, the dependent failed")
+    assert msgpack.unpackb(r.lindex("flows:record", 1)) == ["cleanup"]
+
+
+def test_a_revoked_group_never_runs_its_unrun_members(fapp, worker, r):
+    res = group(record.s(i) for i in range(20)).delay()
+    body_waits = chord([record.s("h")], record.s()).delay()
+    res.revoke()
+    fapp.control.revoke(body_waits.id)
+    worker()
+    wait_for(lambda: all(x.state == "REVOKED" for x in res.results), 20, message="all revoked")
+    time.sleep(0.5)
+    ran = [msgpack.unpackb(x) for x in r.lrange("flows:record", 0, -1)]
+    assert ran == [["h"]]  # the header ran; no group member and not the revoked body
+    assert body_waits.state == "REVOKED"
+
+
+def test_worker_killed_mid_graph_completes_each_node_once(fapp, worker, r):
+    w = worker()
+    header = [nap.s(i, ms=2).set(task_id=f"h-{i}") for i in range(2000)]
+    big = chord(header, record.s())
+    res = big.delay()
+    long_chain = chain(nap.s(0, ms=2), *[inc.s() for _ in range(299)]).delay()
+    wait_for(lambda: r.exists(keys.result(res.id)) or len(r.keys("fastq:r:*")) > 300, 30,
+             message="some progress")
+    w.stop(signal.SIGKILL)
+    for pid in w.child_pids(r).values():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    worker(name="after-the-crash")
+    assert long_chain.get(timeout=120) == 299
+    assert res.get(timeout=120) == 1
+    time.sleep(1.5)  # a sweep period: a duplicate release would show by now
+    bodies = [msgpack.unpackb(x) for x in r.lrange("flows:record", 0, -1)]
+    assert bodies == [[list(range(2000))]]  # the body ran once, with every result in order
+    assert all(r.llen(keys.result(f"h-{i}")) == 1 for i in range(2000))
+    assert r.zcard(keys.GRAPHS) == 0  # both graphs finished
+
+
+def test_graph_keys_expire(fapp, worker, r):
+    worker()
+    res = chord([ident.s(1)], tsum.s()).delay()
+    assert res.get(timeout=20) == 1
+    graphs = r.keys("fastq:dag:*")
+    assert graphs and all(0 < r.pttl(k) <= fapp.conf.result_expires * 1000 for k in graphs)
+
+
+def test_workflows_run_on_memory_broker_too():
+    """memory:// runs the same Lua verbs over fakeredis: a chain and a chord drain in-process."""
+    from fastq import App
+    from fastq.testing import drain
+
+    mem = App("mem-flows", broker="memory://flows")
+    mem.task(inc.fn, name="inc")
+    mem.task(tsum.fn, name="tsum")
+    r = chain(mem.signature("inc", (1,)), mem.signature("inc")).delay()
+    c = chord([mem.signature("inc", (i,)) for i in range(5)], mem.signature("tsum")).delay()
+    for _ in range(4):  # each drain runs what the previous one released
+        drain(mem)
+    assert r.get(timeout=1) == 3 and c.get(timeout=1) == 15
+
+
+def test_depends_on_is_refused_clearly_until_it_exists(fapp, r):
+    with pytest.raises(WorkflowError, match="depends_on .* not implemented yet"):
+        inc.apply_async((1,), depends_on=["some-id"])
+    assert r.keys("fastq:*") == []
