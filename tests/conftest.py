@@ -169,6 +169,17 @@ class WorkerProcess:
                 raise AssertionError(f"worker not ready in {timeout}s:\n{self.output()}")
             time.sleep(0.05)
 
+    def halt(self, client: redis.Redis, sig: int = signal.SIGKILL) -> None:
+        """Stop the supervisor with ``sig``, then SIGKILL its children: children of a supervisor
+        killed by SIGKILL die only once they notice, and a test wants them gone now."""
+        if self.proc.poll() is None:
+            self.stop(sig)
+        for pid in self.child_pids(client).values():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -197,14 +208,7 @@ def start_worker(r):
 
     yield start
     for w in workers:
-        if w.proc.poll() is None:
-            w.stop(signal.SIGKILL)
-        # Children die with a supervisor killed by SIGKILL only once they notice; kill stragglers.
-        for pid in w.child_pids(r).values():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        w.halt(r)
 
 
 def wait_for(predicate, timeout: float = 30, interval: float = 0.05, message: str = "condition"):

@@ -315,12 +315,7 @@ def test_redis_restart_under_load_loses_nothing_and_kills_nobody(fapp, start_wor
         assert "broker reachable again" in w.output()
     finally:
         if w is not None:
-            w.stop(signal.SIGTERM)
-            for pid in w.child_pids(client).values():
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            w.halt(client, signal.SIGTERM)
         client.close()
         fapp.close()
         fapp.conf.broker_url = session_url

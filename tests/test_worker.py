@@ -107,12 +107,7 @@ def test_restarted_worker_with_the_same_name_recovers_its_pending_messages(app, 
     worker = start_worker(concurrency=1, name="stable")
     results = slow_record.starmap([(i, 0.2) for i in range(5)])
     wait_for(lambda: r.hlen("effects") >= 1, 10)
-    worker.stop(signal.SIGKILL)
-    for pid in worker.child_pids(r).values():
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    worker.halt(r)
     start_worker(concurrency=1, name="stable")
     assert sorted(res.get(timeout=30) for res in results) == list(range(5))
 

@@ -2,8 +2,6 @@
 their nestings, app.dag(), failures and errbacks, revoke, and a worker killed mid-graph."""
 from __future__ import annotations
 
-import os
-import signal
 import time
 
 import msgpack
@@ -168,12 +166,7 @@ def test_worker_killed_mid_graph_completes_each_node_once(fapp, worker, r):
     long_chain = chain(nap.s(0, ms=2), *[inc.s() for _ in range(299)]).delay()
     wait_for(lambda: r.exists(keys.result(res.id)) or len(r.keys("fastq:r:*")) > 300, 30,
              message="some progress")
-    w.stop(signal.SIGKILL)
-    for pid in w.child_pids(r).values():
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    w.halt(r)
     worker(name="after-the-crash")
     assert long_chain.get(timeout=120) == 299
     assert res.get(timeout=120) == 1

@@ -267,9 +267,6 @@ class Graphs(Protocol):
     def running_graphs(self, count: int = 1000) -> list[str]:
         """Ids of graphs that have not finished (the sweeper's list)."""
 
-    def graph_field(self, dag_id: str, name: str) -> bytes | None:
-        """One field of a graph's hash (its ``meta``), None when the graph is gone."""
-
     def save_group(self, group_id: str, data: bytes, ttl_ms: int) -> None: ...
 
     def load_group(self, group_id: str) -> bytes | None: ...

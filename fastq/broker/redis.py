@@ -575,9 +575,9 @@ class RedisBroker:
                     _push_result(pipe.execute_command, task_id, record, result_ttl_ms, False)
                 pipe.execute()
             pipe = self.client.pipeline(transaction=False)
+            for queue in {queue for queue, *_ in sends} - self._known_queues:
+                pipe.sadd(keys.QUEUES, queue)
             for queue, level, due_ms, data, node_id in sends:
-                if queue not in self._known_queues:
-                    pipe.sadd(keys.QUEUES, queue)
                 target = keys.delayed(queue) if due_ms else keys.stream(queue, level)
                 member = _delayed_member(level, data) if due_ms else data
                 self._dag_release(keys=[target, keys.node_sent(queue, node_id)],
@@ -594,9 +594,6 @@ class RedisBroker:
 
     def running_graphs(self, count: int = 1000) -> list[str]:
         return [g.decode() for g in self.client.zrange(keys.GRAPHS, 0, count - 1)]
-
-    def graph_field(self, dag_id: str, name: str) -> bytes | None:
-        return self.client.hget(keys.graph(dag_id), name)
 
     def save_group(self, group_id: str, data: bytes, ttl_ms: int) -> None:
         self.results.set(keys.group_meta(group_id), data, px=ttl_ms)

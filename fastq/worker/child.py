@@ -85,14 +85,13 @@ class Child:
         self._log = log.bind(consumer=consumer)
         self.hooks = app.hooks
         self._rate_gate = gates.RateLimited(self) if gates.RateLimited.wanted(self) else None
-        steps = [gates.Revoked(self), gates.Expired()]
-        if self._rate_gate is not None:
-            steps.append(self._rate_gate)
+        rest = [self._rate_gate.before_execute] if self._rate_gate is not None else []
+        rest += self.hooks.before_execute
         # the built-in steps, then the installed middleware's before_execute, in order; Revoked
         # and Expired decide only when a revocation is in force or the message expires, so the
         # lean list (without them) is run otherwise
-        self._gates = [step.before_execute for step in steps] + list(self.hooks.before_execute)
-        self._lean_gates = self._gates[2:]
+        self._gates = [gates.Revoked(self).before_execute, gates.Expired().before_execute, *rest]
+        self._lean_gates = rest
         self._call_hooks(self.hooks.child_init, self)
 
     # -- the loop ---------------------------------------------------------------------------

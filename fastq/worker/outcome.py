@@ -26,13 +26,12 @@ if TYPE_CHECKING:
 
 
 def succeeded(done: Finish, task: Task, msg: Message, value, threshold: int) -> None:
-    if msg.dag_id:  # a workflow node: its dependents need the value even if nobody else does
+    if msg.dag_id or not task.ignore_result:  # a workflow node's dependents need the value
         record = success_record(value, task.name, msg.codec, threshold)
-        done.nodes.append((msg.dag_id, msg.id, "s", record))
         if not task.ignore_result:
             done.results.append((msg.id, record))
-    elif not task.ignore_result:
-        done.results.append((msg.id, success_record(value, task.name, msg.codec, threshold)))
+        if msg.dag_id:
+            done.nodes.append((msg.dag_id, msg.id, "s", record))
     if msg.idem_key:
         done.releases.append((msg.idem_key, msg.id))
 

@@ -89,11 +89,8 @@ class Overseer:
         broker = self.app.broker
         min_age_ms = int(self.conf.workflow_sweep_s * 2000)
         ttl_ms = int(self.conf.result_expires * 1000)
-        steps = [broker.graph_collect(dag_id, min_age_ms, ttl_ms)
-                 for dag_id in broker.running_graphs()]
-        steps = [s for s in steps if len(s[1]) > 1 or int(s[1][0]) <= 0]
-        if steps:
-            advance(self.app, steps)
+        advance(self.app, [broker.graph_collect(dag_id, min_age_ms, ttl_ms)
+                           for dag_id in broker.running_graphs()])
 
     def _promote_due(self, now: float) -> float:
         """Move due delayed messages into the streams; return when to look again (monotonic):

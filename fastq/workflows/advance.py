@@ -23,6 +23,7 @@ from fastq.result import exception_record, rebuild_exception
 
 if TYPE_CHECKING:
     from fastq.broker.base import GraphStep
+    from fastq.message import Message
 
 ERRBACK = "errback"  # message option of an errback called (request, exc, traceback)
 
@@ -49,13 +50,14 @@ def advance(app: Any, steps: list[GraphStep]) -> None:
             record = values[0]
             cause = _text(values[1]) if kind == "u" else node_id
             exc = _exception(record, cause, accept_pickle)
+            failed = decode_message(msgpack.unpackb(spec)[3]) if spec else None
             if kind == "u":
                 state = states.REVOKED if _state(record, accept_pickle) == states.REVOKED \
                     else states.FAILURE
-                failures.append((node_id, _failure_record(spec, exc, state, threshold)))
-                exc = UpstreamFailed(*exc.args)
+                failures.append((node_id, exception_record(exc, failed.task, failed.codec,
+                                                           threshold, state=state)))
             if errbacks:
-                sends.extend(_errbacks(node_id, spec, errbacks, exc, record, accept_pickle,
+                sends.extend(_errbacks(node_id, failed, errbacks, exc, record, accept_pickle,
                                        threshold))
         sent.append((dag_id, ids))
         if left <= 0:  # finished (or gone: -1): no longer the sweeper's business
@@ -115,26 +117,21 @@ def _exception(raw: bytes, cause: str, accept_pickle: bool) -> UpstreamFailed:
     return UpstreamFailed(cause, record[2] or "", record[1] or "")
 
 
-def _failure_record(spec: bytes, exc: BaseException, state: str, threshold: int) -> bytes:
-    msg = decode_message(msgpack.unpackb(spec)[3])
-    return exception_record(exc, msg.task, msg.codec, threshold, state=state)
-
-
-def _errbacks(node_id: str, spec: bytes, errbacks: bytes, exc: UpstreamFailed, record: bytes,
-              accept_pickle: bool, threshold: int) -> list[tuple[str, int, int, bytes, str]]:
+def _errbacks(node_id: str, failed: Message | None, errbacks: bytes, exc: UpstreamFailed,
+              record: bytes, accept_pickle: bool, threshold: int
+              ) -> list[tuple[str, int, int, bytes, str]]:
     """The errback messages of a failed node: ``(task_id)`` prepended for the old form;
     ``(request, [exc type, message], traceback)`` for the new one (rebuilt by the worker)."""
-    failed = decode_message(msgpack.unpackb(spec)[3]) if spec else None
     try:
         trace = unpack_value(record, accept_pickle)[4] if record else None
     except DecodeError:
         trace = None
+    request = _request(node_id, failed, accept_pickle)
     out = []
     for eb_id, queue, level, data, new_style in msgpack.unpackb(errbacks):
         msg = decode_message(data)
         args, kwargs = unpack_body(msg.body, msg.codec, msg.compressed, accept_pickle)
         if new_style:
-            request = _request(node_id, failed, accept_pickle)
             lead: tuple = (request, [exc.exc_type, exc.exc_message, exc.node_id], trace)
             msg.options = {**msg.options, ERRBACK: True}
         else:
@@ -144,7 +141,7 @@ def _errbacks(node_id: str, spec: bytes, errbacks: bytes, exc: UpstreamFailed, r
     return out
 
 
-def _request(node_id: str, failed: Any, accept_pickle: bool) -> dict[str, Any]:
+def _request(node_id: str, failed: Message | None, accept_pickle: bool) -> dict[str, Any]:
     """What an errback sees of the failed task as ``request`` (Celery's Context fields)."""
     request: dict[str, Any] = {"id": node_id}
     if failed is not None:

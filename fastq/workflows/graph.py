@@ -160,13 +160,9 @@ class Graph:
 
     # -- checking -----------------------------------------------------------------------------
     def check(self) -> None:
-        """Refuse what cannot run, before anything is sent: a cycle (named), a task name this
-        process cannot know."""
-        cycle = find_cycle({n.id: n.deps for n in self.nodes.values()})
-        if cycle:
-            by_id = {v: k for k, v in self.names.items()}
-            raise WorkflowError("the workflow has a cycle: "
-                                + " -> ".join(by_id.get(i, i) for i in cycle))
+        """Refuse a task name this process cannot know, before anything is sent. (A canvas
+        compiles without cycles: each node waits only for nodes compiled before it; app.dag()
+        checks its names for one before compiling.)"""
         for node in self.nodes.values():
             name = node.sig["task"]
             if name not in self.app.tasks and _looks_mistyped(name, self.app.tasks):
@@ -207,8 +203,6 @@ class Graph:
         fields["left"] = str(len(self.nodes)).encode()
         ttl_ms = int(conf.workflow_ttl * 1000)
         fields["ttl"] = str(ttl_ms).encode()
-        fields["meta"] = msgpack.packb({"names": self.names, "created": time.time(),
-                                        "nodes": list(self.nodes)})
         app.broker.graph_submit(self.id, fields, roots, ttl_ms)
 
     def _envelope(self, node: Node, root_id: str) -> tuple[str, int, int, bytes]:
@@ -392,4 +386,4 @@ def _looks_mistyped(name: str, tasks: dict[str, Any]) -> bool:
     return bool(module) and any(t.rpartition(".")[0] == module for t in tasks)
 
 
-__all__ = ["Graph", "Node", "Out", "find_cycle", "group", "submit"]
+__all__ = ["Graph", "Node", "Out", "find_cycle", "submit"]

@@ -55,9 +55,6 @@ class GroupResult:
 
     join = get
 
-    def _states(self) -> list[str]:
-        return [r.state for r in self.results]
-
     def completed_count(self) -> int:
         """How many members succeeded (Celery's meaning)."""
         return sum(s == states.SUCCESS for s in self._leaf_states())
