@@ -67,7 +67,7 @@ def state(task_id: str) -> str:
     return f"fastq:s:{task_id}"
 
 
-REVOKED = "fastq:revoked"  # zset: task id -> epoch ms until which the revocation is kept
+REVOKED = "fastq:revoked"  # zset: task id -> epoch s until which the revocation is kept
 REVOCATIONS = "fastq:revocations"  # stream of revocations, for workers to follow
 
 
@@ -110,6 +110,9 @@ def graph_outbox(dag_id: str) -> str:
 
 
 GRAPHS = "fastq:dags"  # zset: running graph id -> epoch ms of its safety deadline (the sweeper's list)
+# depends_on: a graph waiting on tasks sent outside it ("dag_id task_id" -> epoch s of its deadline)
+WATCHED = "fastq:watched"
+WATCHES = "fastq:watches"  # stream of new watches, for workers to follow
 
 
 def node_sent(queue: str, node_id: str) -> str:

@@ -13,11 +13,13 @@ from tests.apps.flows import (
     add,
     collect,
     fail,
+    fail_later,
     ident,
     inc,
     nap,
     on_error,
     on_error_old,
+    other_inc,
     record,
     tsum,
 )
@@ -200,7 +202,49 @@ def test_workflows_run_on_memory_broker_too():
     assert r.get(timeout=1) == 3 and c.get(timeout=1) == 15
 
 
-def test_depends_on_is_refused_clearly_until_it_exists(fapp, r):
-    with pytest.raises(WorkflowError, match="depends_on .* not implemented yet"):
-        inc.apply_async((1,), depends_on=["some-id"])
+def test_depends_on_waits_across_two_queues_and_fails_with_the_cause(fapp, worker):
+    # no sweeps: each wait must be settled by the child that ran the task, or by the submitter
+    quiet = {"FASTQ_WORKFLOW_SWEEP_S": "3600"}
+    worker(queues="default", env=quiet)
+    worker(queues="other", env=quiet)
+    slow = nap.delay(1, ms=400)  # queue default, on one worker
+    slow_other = nap.apply_async((2,), {"ms": 500}, queue="other")  # on the other worker
+    after = other_inc.apply_async((2,), depends_on=[slow, slow_other.id])
+    also = inc.apply_async((0,), depends_on=[slow])  # a second graph waiting on the same task
+    assert after.get(timeout=20) == 3
+    assert slow.ready() and slow_other.ready()  # it ran only once both had finished
+    assert also.get(timeout=20) == 1
+    # a chain may wait too; a task that finished before the wait was announced counts at once
+    assert (inc.s(1) | inc.s()).apply_async(depends_on=[after]).get(timeout=20) == 3
+    broken = fail_later.delay(ms=400)
+    waiting = inc.apply_async((1,), depends_on=[slow, broken])
+    with pytest.raises(UpstreamFailed) as info:
+        waiting.get(timeout=20)
+    assert (info.value.node_id, info.value.exc_type) == (broken.id, "tests.apps.flows.Boom")
+    assert waiting.state == "FAILURE"
+    r = fapp.broker.client
+    assert r.zcard(keys.GRAPHS) == 0  # every graph finished
+    assert r.zcard(keys.WATCHED) == 0  # every wait settled and forgotten
+
+
+def test_depends_on_a_task_that_finished_unseen_is_settled_by_the_sweeper(fapp, worker, r):
+    from fastq._core.message import CODEC_JSON
+    from fastq.result import success_record
+
+    w = worker()
+    waiting = inc.apply_async((41,), depends_on=["finished-elsewhere"])
+    time.sleep(0.5)
+    assert waiting.state == "PENDING"  # nothing has run "finished-elsewhere" yet
+    # its result appears without a fastq worker seeing it finish (as after a crash between the
+    # write and the graph update): only the supervisor's sweep can settle the wait
+    r.rpush(keys.result("finished-elsewhere"), success_record(1, "elsewhere", CODEC_JSON, 1 << 30))
+    assert waiting.get(timeout=10) == 42
+    assert "Traceback" not in w.output()
+
+
+def test_depends_on_rejects_what_it_cannot_wait_for(fapp, r):
+    with pytest.raises(WorkflowError, match="AsyncResults or task ids"):
+        inc.apply_async((1,), depends_on=[42])
+    with pytest.raises(WorkflowError, match="a task of this same workflow"):
+        chain(inc.s(1).set(task_id="t1"), inc.si(2).set(depends_on=["t1"])).delay()
     assert r.keys("fastq:*") == []

@@ -251,8 +251,24 @@ class Graphs(Protocol):
     """Workflow graphs (fastq/workflows/): waiting nodes kept in Redis, advanced as nodes finish."""
 
     def graph_submit(self, dag_id: str, fields: dict[str, bytes], roots: Sequence[SendItem],
-                     ttl_ms: int) -> None:
-        """Write a graph's waiting nodes, then send its roots, in one transaction."""
+                     ttl_ms: int, watches: Sequence[str] = ()) -> None:
+        """Write a graph's waiting nodes, announce the tasks outside it that it waits for
+        (``watches``), then send its roots, in one transaction."""
+
+    def graph_complete(self, nodes: Sequence[tuple[str, str, str, bytes]],
+                       finished_ttl_ms: int) -> list[GraphStep]:
+        """Record (dag id, node id, 's' or 'f', record) outcomes outside a worker's round."""
+
+    def live_watches(self) -> tuple[list[tuple[str, str, float]], str]:
+        """Every (graph id, task id, until) wait on a task sent outside the graph, and the
+        cursor of the stream announcing new ones."""
+
+    def watches_since(self, cursor: str) -> tuple[str, list[tuple[str, str, float]]]: ...
+
+    def watched(self, offset: int, count: int) -> list[tuple[str, str]]:
+        """A page of (graph id, task id) waits still in force (the sweeper's list)."""
+
+    def unwatch(self, pairs: Sequence[tuple[str, str]]) -> None: ...
 
     def graph_collect(self, dag_id: str, min_age_ms: int, finished_ttl_ms: int) -> GraphStep:
         """What became ready at least ``min_age_ms`` ago and was never sent (its worker died)."""

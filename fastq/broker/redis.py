@@ -12,6 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
@@ -98,6 +99,11 @@ def _push_result(cmd, task_id: str, record: bytes, ttl_ms: int, overwrite: bool)
     cmd("RPUSH", key, record)
     cmd("LTRIM", key, 0, 0)
     cmd("PEXPIRE", key, ttl_ms)
+
+
+def _watch_pair(member: bytes) -> tuple[str, str]:
+    dag_id, _, task_id = member.decode().partition(" ")
+    return dag_id, task_id
 
 
 def _delayed_member(level: int, data: bytes) -> bytes:
@@ -511,13 +517,7 @@ class RedisBroker:
             cmd("ZADD", keys.delayed(queue), due_ms, _delayed_member(level, data))
         for unique_key, owner in done.releases:
             self._release(keys=[keys.unique(unique_key)], args=[owner], client=pipe)
-        graphs: dict[str, list] = {}
-        for dag_id, node_id, kind, record in done.nodes:
-            graphs.setdefault(dag_id, []).extend((node_id, kind, record))
-        now_ms = int(time.time() * 1000)
-        for dag_id, triples in graphs.items():
-            self._dag_complete(keys=[keys.graph(dag_id), keys.graph_outbox(dag_id)],
-                               args=[now_ms, result_ttl_ms, 0, 0, *triples], client=pipe)
+        graphs = self._complete_nodes(pipe, done.nodes, result_ttl_ms)
         for skey, ids in done.acks.items():
             cmd("XACK", skey, keys.GROUP, *ids)
             cmd("XDEL", skey, *ids)
@@ -531,9 +531,10 @@ class RedisBroker:
     GRAPH_CHUNK = 2000  # hash fields per HSET of a submission
 
     def graph_submit(self, dag_id: str, fields: dict[str, bytes], roots: Sequence[SendItem],
-                     ttl_ms: int) -> None:
-        """Write the graph's waiting nodes and then send its roots, in one MULTI/EXEC: a refused
-        write (OOM) applies nothing, so a failed submission leaves nothing runnable."""
+                     ttl_ms: int, watches: Sequence[str] = ()) -> None:
+        """Write the graph's waiting nodes, announce the tasks outside it that it waits for
+        (``watches``, depends_on), and then send its roots, in one MULTI/EXEC: a refused write
+        (OOM) applies nothing, so a failed submission leaves nothing runnable."""
         flat = [x for kv in fields.items() for x in kv]
         by_queue: dict[str, list] = {}
         for item in roots:
@@ -548,6 +549,11 @@ class RedisBroker:
                 cmd("HSET", key, *flat[i:i + step])
             cmd("PEXPIRE", key, ttl_ms)
             cmd("ZADD", keys.GRAPHS, int(time.time() * 1000) + ttl_ms, dag_id)
+            until = time.time() + ttl_ms / 1000
+            for task_id in watches:
+                cmd("ZADD", keys.WATCHED, until, f"{dag_id} {task_id}")
+                cmd("XADD", keys.WATCHES, "MAXLEN", "~", 10_000, "*", "dag", dag_id,
+                    "id", task_id, "until", repr(until))
             for queue, items in by_queue.items():
                 cmd("SADD", keys.QUEUES, queue)
                 for i in range(0, len(items), self.SEND_CHUNK):
@@ -557,6 +563,49 @@ class RedisBroker:
 
         self._produce(op)
         self._known_queues |= set(by_queue)
+
+    def _complete_nodes(self, pipe: Any, nodes: Sequence[tuple[str, str, str, bytes]],
+                        finished_ttl_ms: int) -> list[str]:
+        """Queue one dag_complete.lua call per graph on ``pipe``; the graph ids, in call order."""
+        graphs: dict[str, list] = {}
+        for dag_id, node_id, kind, record in nodes:
+            graphs.setdefault(dag_id, []).extend((node_id, kind, record))
+        now_ms = int(time.time() * 1000)
+        for dag_id, triples in graphs.items():
+            self._dag_complete(keys=[keys.graph(dag_id), keys.graph_outbox(dag_id)],
+                               args=[now_ms, finished_ttl_ms, 0, 0, *triples], client=pipe)
+        return list(graphs)
+
+    def graph_complete(self, nodes: Sequence[tuple[str, str, str, bytes]],
+                       finished_ttl_ms: int) -> list[GraphStep]:
+        """Record outcomes of nodes outside a worker's round (depends_on's waits on tasks sent
+        separately): (dag id, node id, 's' or 'f', record), idempotent like a round's."""
+        pipe = self.client.pipeline(transaction=False)
+        graphs = self._complete_nodes(pipe, nodes, finished_ttl_ms)
+        return list(zip(graphs, pipe.execute(), strict=True))
+
+    def live_watches(self) -> tuple[list[tuple[str, str, float]], str]:
+        """Every (graph id, task id, until) of a graph waiting on a task sent outside it, and
+        the cursor to follow new ones from."""
+        live, cursor = self._followed(keys.WATCHED, keys.WATCHES)
+        return [(*_watch_pair(member), until) for member, until in live], cursor
+
+    def watches_since(self, cursor: str) -> tuple[str, list[tuple[str, str, float]]]:
+        cursor, entries = self._entries_since(keys.WATCHES, cursor)
+        return cursor, [(f[b"dag"].decode(), f[b"id"].decode(), float(f[b"until"]))
+                        for f in entries]
+
+    def watched(self, offset: int, count: int) -> list[tuple[str, str]]:
+        """``count`` (graph id, task id) waits from ``offset`` on, after dropping those past
+        their graph's deadline (the sweeper's list)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zremrangebyscore(keys.WATCHED, "-inf", time.time())
+        pipe.zrange(keys.WATCHED, offset, offset + count - 1)
+        return [_watch_pair(member) for member in pipe.execute()[1]]
+
+    def unwatch(self, pairs: Sequence[tuple[str, str]]) -> None:
+        if pairs:
+            self.client.zrem(keys.WATCHED, *(f"{dag_id} {task_id}" for dag_id, task_id in pairs))
 
     def graph_collect(self, dag_id: str, min_age_ms: int, finished_ttl_ms: int) -> GraphStep:
         reply = self._dag_complete(keys=[keys.graph(dag_id), keys.graph_outbox(dag_id)],
@@ -718,21 +767,30 @@ class RedisBroker:
 
     def live_revocations(self) -> tuple[dict[str, float], str]:
         """Every revocation still in force, and the cursor to follow new ones from."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zrangebyscore(keys.REVOKED, time.time(), "+inf", withscores=True)
-        pipe.xrevrange(keys.REVOCATIONS, count=1)
-        live, last = pipe.execute()
-        cursor = last[0][0].decode() if last else "0-0"
+        live, cursor = self._followed(keys.REVOKED, keys.REVOCATIONS)
         return {k.decode(): v for k, v in live}, cursor
 
     def revocations_since(self, cursor: str) -> tuple[str, list[tuple[str, float, bool]]]:
-        reply = self.client.xread({keys.REVOCATIONS: cursor}, count=1000)
+        cursor, entries = self._entries_since(keys.REVOCATIONS, cursor)
+        return cursor, [(f[b"id"].decode(), float(f[b"until"]), f[b"terminate"] == b"1")
+                        for f in entries]
+
+    def _followed(self, zset: str, stream: str) -> tuple[list[tuple[bytes, float]], str]:
+        """Members of ``zset`` still in force (score: epoch s until which), and the cursor of the
+        ``stream`` that announces new ones, read together so none falls between them."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrangebyscore(zset, time.time(), "+inf", withscores=True)
+        pipe.xrevrange(stream, count=1)
+        live, last = pipe.execute()
+        return live, last[0][0].decode() if last else "0-0"
+
+    def _entries_since(self, stream: str, cursor: str) -> tuple[str, list[dict]]:
+        reply = self.client.xread({stream: cursor}, count=1000)
         out = []
         for _key, entries in reply or ():
             for entry_id, fields in entries:
                 cursor = entry_id.decode()
-                out.append((fields[b"id"].decode(), float(fields[b"until"]),
-                            fields[b"terminate"] == b"1"))
+                out.append(fields)
         return cursor, out
 
     def peek_state(self, task_id: str) -> bytes | None:

@@ -25,6 +25,7 @@ from fastq.middleware import DeferMessage, SkipMessage, call_hooks
 from fastq.task import current_request
 from fastq.worker import gates, outcome
 from fastq.workflows.advance import ERRBACK, advance, errback_arguments
+from fastq.workflows.watch import DependencyWatch
 
 if TYPE_CHECKING:
     from fastq.app import App
@@ -92,6 +93,8 @@ class Child:
         # lean list (without them) is run otherwise
         self._gates = [gates.Revoked(self).before_execute, gates.Expired().before_execute, *rest]
         self._lean_gates = rest
+        self._watch = DependencyWatch(app)  # built in: depends_on waits on tasks run here
+        self._after_flush = (self._watch.after_flush, *self.hooks.after_flush)
         self._call_hooks(self.hooks.child_init, self)
 
     # -- the loop ---------------------------------------------------------------------------
@@ -459,8 +462,7 @@ class Child:
             self._done = Finish()
             if steps:
                 self._advance(steps)
-            if self.hooks.after_flush:
-                self._call_hooks(self.hooks.after_flush, self, done)
+            self._call_hooks(self._after_flush, self, done)
         self._last_flush = time.monotonic()
 
     def _advance(self, steps) -> None:

@@ -22,6 +22,7 @@ from fastq.broker.base import Finish
 from fastq.errors import DecodeError, TimeLimitExceeded
 from fastq.worker import health, outcome
 from fastq.workflows.advance import advance
+from fastq.workflows.watch import sweep_outside
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -55,6 +56,7 @@ class Overseer:
         self._handed_back: dict[int, float] = {}  # slot -> start time of the task we handled
         self._next_health = 0.0
         self._next_sweep = 0.0
+        self._watch_offset = 0  # where the next sweep of depends_on waits starts
         self.watchdog_restarts = 0
         self._last_watchdog: float | None = None  # epoch s
         self._log = log
@@ -85,12 +87,14 @@ class Overseer:
     def _sweep_graphs(self) -> None:
         """Send workflow nodes that became ready more than a sweep ago and were never sent (the
         worker that made them ready died before sending): each send is deduplicated, so a
-        worker still sending them cannot cause a second run."""
+        worker still sending them cannot cause a second run. Then settle depends_on waits on
+        tasks that finished unseen (fastq/workflows/watch.py)."""
         broker = self.app.broker
         min_age_ms = int(self.conf.workflow_sweep_s * 2000)
         ttl_ms = int(self.conf.result_expires * 1000)
         advance(self.app, [broker.graph_collect(dag_id, min_age_ms, ttl_ms)
                            for dag_id in broker.running_graphs()])
+        self._watch_offset = sweep_outside(self.app, self._watch_offset)
 
     def _promote_due(self, now: float) -> float:
         """Move due delayed messages into the streams; return when to look again (monotonic):

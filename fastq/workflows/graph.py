@@ -29,6 +29,7 @@ from fastq.workflows.canvas import (
     maybe_signature,
 )
 from fastq.workflows.results import GroupResult
+from fastq.workflows.watch import settle_outside
 
 if TYPE_CHECKING:
     from fastq.broker.base import SendItem
@@ -42,7 +43,7 @@ EDGE_OPTIONS = ("link", "link_error", "depends_on", "group_id")
 @dataclass(slots=True)
 class Node:
     id: str
-    sig: Signature  # a plain task signature (args already merged)
+    sig: Signature | None  # a plain task signature (args merged); None: a task sent outside
     deps: list[str] = field(default_factory=list)  # the nodes it waits for, in order
     anyway: set[str] = field(default_factory=set)  # deps whose failure does not fail it
     feed: Any = None  # what is prepended to its args: None, a node id, or a (nested) list of them
@@ -67,6 +68,7 @@ class Graph:
         self.id = dag_id or new_task_id()
         self.nodes: dict[str, Node] = {}
         self.names: dict[str, str] = {}  # app.dag() node names -> node ids
+        self.outside: list[str] = []  # ids of tasks sent separately that nodes wait for
 
     # -- compiling ----------------------------------------------------------------------------
     def add(self, sig: Any, after: Out | None = None, anyway: bool = False,
@@ -84,9 +86,9 @@ class Graph:
         links = [maybe_signature(s, self.app) for s in _as_list(opts.pop("link", None))]
         errbacks = [*errbacks, *(maybe_signature(s, self.app)
                                  for s in _as_list(opts.pop("link_error", None)))]
-        if opts.pop("depends_on", None):
-            raise WorkflowError("depends_on (waiting on tasks sent separately) is not "
-                                "implemented yet: send them together as a chain or an app.dag()")
+        outside = [self._outside(dep) for dep in _as_list(opts.pop("depends_on", None))]
+        if outside:  # waits for tasks sent separately; their results are not passed on
+            after = Out([*(after.sinks if after else ()), *outside], after.feed if after else None)
         inherit = {**(inherit or {}), **{k: v for k, v in opts.items() if k != "task_id"}}
         if kind is None:
             out = self._task(sig, after, anyway, inherit, errbacks, group_id, lead, lead_kwargs)
@@ -145,6 +147,21 @@ class Graph:
         self.nodes[node_id] = node
         return Out([node_id], node_id)
 
+    def _outside(self, dep: Any) -> str:
+        """A task sent outside this graph, as a node that is never sent: the graph waits for the
+        task's outcome (fastq/workflows/watch.py records it)."""
+        task_id = dep.id if isinstance(dep, AsyncResult) else dep
+        if not isinstance(task_id, str) or not task_id:
+            raise WorkflowError(f"depends_on takes AsyncResults or task ids, not {dep!r}")
+        node = self.nodes.get(task_id)
+        if node is not None and node.sig is not None:
+            raise WorkflowError(f"depends_on names {task_id}, a task of this same workflow: "
+                                "order it with a chain or app.dag(after=...)")
+        if node is None:
+            self.nodes[task_id] = Node(task_id, None)
+            self.outside.append(task_id)
+        return task_id
+
     def _rename(self, old: str, new: str) -> None:
         if new in self.nodes:
             raise WorkflowError(f"task id {new} is used twice in one workflow")
@@ -164,6 +181,8 @@ class Graph:
         compiles without cycles: each node waits only for nodes compiled before it; app.dag()
         checks its names for one before compiling.)"""
         for node in self.nodes.values():
+            if node.sig is None:
+                continue
             name = node.sig["task"]
             if name not in self.app.tasks and _looks_mistyped(name, self.app.tasks):
                 raise NotRegistered(f"task {name!r} is not registered here, though its module's "
@@ -181,9 +200,12 @@ class Graph:
                 kids.setdefault(dep, []).append(("!" if dep in node.anyway else "") + node.id)
         fields: dict[str, bytes] = {}
         roots: list[SendItem] = []
-        root_id = next(iter(self.nodes)) if self.nodes else self.id
+        root_id = next((n.id for n in self.nodes.values() if n.sig is not None), self.id)
         now_ms = int(time.time() * 1000)
         for node in self.nodes.values():
+            if node.sig is None:  # a task sent outside: only its dependents are written
+                fields[f"k:{node.id}"] = " ".join(kids[node.id]).encode()
+                continue
             queue, level, due_ms, data = self._envelope(node, root_id)
             if node.deps or node.errbacks:  # spec: how to send it; its countdown runs from then
                 feed, parents = _indexed(node.feed)
@@ -203,7 +225,9 @@ class Graph:
         fields["left"] = str(len(self.nodes)).encode()
         ttl_ms = int(conf.workflow_ttl * 1000)
         fields["ttl"] = str(ttl_ms).encode()
-        app.broker.graph_submit(self.id, fields, roots, ttl_ms)
+        app.broker.graph_submit(self.id, fields, roots, ttl_ms, self.outside)
+        if self.outside:  # those that finished before the watch was announced
+            settle_outside(app, [(self.id, task_id) for task_id in self.outside])
 
     def _envelope(self, node: Node, root_id: str) -> tuple[str, int, int, bytes]:
         sig = node.sig
@@ -269,7 +293,7 @@ def submit(sig: Signature) -> Any:
 
 def _plain_group(sig: group) -> bool:
     """No member has links, parts or waits, and the group itself has no link: no graph needed."""
-    if any(k in sig.options for k in ("link", "link_error")):
+    if any(k in sig.options for k in ("link", "link_error", "depends_on")):
         return False
     return all(m.subtask_type is None and not any(k in m.options for k in EDGE_OPTIONS)
                for m in sig.tasks)

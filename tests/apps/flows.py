@@ -49,6 +49,12 @@ def fail(*_args):
 
 
 @app.task
+def fail_later(ms=300):
+    time.sleep(ms / 1000.0)
+    raise Boom("it broke late")
+
+
+@app.task
 def record(*args):
     """Appends its arguments to a Redis list (to count how often something ran)."""
     import msgpack
