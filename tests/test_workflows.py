@@ -129,6 +129,16 @@ def test_failure_mid_chain_fails_the_rest_and_fires_link_error_once(fapp, worker
         one.get(timeout=20)
     wait_for(lambda: r.lrange("flows:errors_old", 0, -1) == [one.id.encode()], 20,
              message="the old-style errback")
+    # one canvas sent twice: two workflows, each fires its errback once; the canvas is unchanged
+    twice = chain(fail.s(), inc.s())
+    twice.link_error(on_error_old.si())
+    before = repr(twice), dict(twice.options)
+    sent = [twice.delay(), twice.delay()]
+    for res in sent:
+        with pytest.raises(UpstreamFailed):
+            res.get(timeout=20)
+    wait_for(lambda: r.llen("flows:errors_old") == 3, 20, message="both errbacks")
+    assert (repr(twice), dict(twice.options)) == before
 
 
 def test_link_and_on_failure_run(fapp, worker, r):

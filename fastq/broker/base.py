@@ -31,6 +31,26 @@ GraphStep = tuple[str, list]
 
 
 @dataclass(slots=True)
+class Release:
+    """What advancing graphs made ready to send: nodes (queue, level, due ms, envelope, dedup
+    id), FAILURE/REVOKED records of nodes failed upstream, the nodes to clear from each graph's
+    outbox, and the graphs that finished (off the running list)."""
+
+    sends: list[tuple[str, int, int, bytes, str]]
+    failures: list[tuple[str, bytes]]
+    sent: list[tuple[str, list[str]]]
+    finished: list[str]
+    marker_ttl_ms: int
+    result_ttl_ms: int
+
+    def extend(self, other: Release) -> None:
+        self.sends += other.sends
+        self.failures += other.failures
+        self.sent += other.sent
+        self.finished += other.finished
+
+
+@dataclass(slots=True)
 class Finish:
     """Everything a child owes the broker after running some deliveries, written in one round trip.
 
@@ -98,8 +118,10 @@ class Transport(Protocol):
         """Create what consuming ``queues`` needs (consumer groups) and register the queues."""
 
     def fetch(self, consumer: str, queues: list[str], count: int, block_ms: int,
-              own_pending: bool = False, counts: list[int] | None = None) -> list[Delivery]:
-        """Read up to ``count`` entries per stream (or ``counts[level]`` per stream of a level)."""
+              own_pending: bool = False, counts: list[int] | None = None,
+              release: Release | None = None) -> list[Delivery]:
+        """Read up to ``count`` entries per stream (or ``counts[level]`` per stream of a level),
+        after sending ``release`` (ready workflow nodes) in the same round trip."""
 
     def finish(self, done: Finish, result_ttl_ms: int) -> list[GraphStep]:
         """Write a round's outcomes, then acknowledge its entries (never the other way round).
@@ -273,12 +295,10 @@ class Graphs(Protocol):
     def graph_collect(self, dag_id: str, min_age_ms: int, finished_ttl_ms: int) -> GraphStep:
         """What became ready at least ``min_age_ms`` ago and was never sent (its worker died)."""
 
-    def graph_release(self, sends: Sequence[tuple[str, int, int, bytes, str]],
-                      failures: Sequence[tuple[str, bytes]], sent: Sequence[tuple[str, list[str]]],
-                      finished: Sequence[str], marker_ttl_ms: int, result_ttl_ms: int) -> None:
-        """Send ready nodes (queue, level, due ms, data, dedup id) once each, write the records
-        of nodes failed upstream, clear them from their outboxes, and drop finished graphs from
-        the running list, in one round trip."""
+    def graph_release(self, release: Release) -> None:
+        """Send the ready nodes once each (deduplicated by id), write the records of nodes
+        failed upstream, clear them from their outboxes, and drop finished graphs from the
+        running list, in one round trip."""
 
     def running_graphs(self, count: int = 1000) -> list[str]:
         """Ids of graphs that have not finished (the sweeper's list)."""

@@ -12,6 +12,8 @@ What differs from a real Redis, and why (docs/architecture.md, "memory://"):
 - no supervisor runs beside a unit test to move due delayed messages (countdown, eta, retries),
   so :meth:`fetch` promotes the due ones of the queues it reads first, and a blocking fetch wakes
   every ``DELAYED_SLICE_MS`` to promote again (in Redis the supervisor's mover does this);
+- a fetch sends the workflow nodes it is handed (``release``) in a call of its own before
+  reading, where Redis pipelines the two;
 - fakeredis's BLMOVE does not block when the list does not exist yet, so a result wait uses
   BRPOPLPUSH, the same move (right to left, a list onto itself) under its older name.
 """
@@ -23,7 +25,7 @@ from typing import ClassVar
 import fakeredis
 import redis
 
-from fastq.broker.base import Delivery
+from fastq.broker.base import Delivery, Release
 from fastq.broker.redis import RedisBroker
 
 DELAYED_SLICE_MS = 20
@@ -66,9 +68,13 @@ class MemoryBroker(RedisBroker):
         return ("BRPOPLPUSH", key, key, timeout)
 
     def fetch(self, consumer: str, queues: list[str], count: int, block_ms: int,
-              own_pending: bool = False, counts: list[int] | None = None) -> list[Delivery]:
+              own_pending: bool = False, counts: list[int] | None = None,
+              release: Release | None = None) -> list[Delivery]:
         """As in Redis, after promoting the due delayed messages of ``queues``; a blocking read
-        wakes every ``DELAYED_SLICE_MS`` to promote what fell due meanwhile."""
+        wakes every ``DELAYED_SLICE_MS`` to promote what fell due meanwhile. A ``release`` is
+        sent first, on its own (round trips cost nothing here)."""
+        if release is not None:
+            self.graph_release(release)
         deadline = time.monotonic() + block_ms / 1000.0
         while True:
             self._promote_all(queues)

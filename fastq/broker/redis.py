@@ -20,7 +20,15 @@ import structlog
 
 from fastq import keys
 from fastq.broker import lua
-from fastq.broker.base import ConsumerStats, Delivery, Finish, GraphStep, SendItem, StreamStats
+from fastq.broker.base import (
+    ConsumerStats,
+    Delivery,
+    Finish,
+    GraphStep,
+    Release,
+    SendItem,
+    StreamStats,
+)
 from fastq.errors import BrokerOutOfMemory, BrokerRefused, BrokerUnavailable
 
 log = structlog.get_logger("fastq.broker")
@@ -99,6 +107,32 @@ def _push_result(cmd, task_id: str, record: bytes, ttl_ms: int, overwrite: bool)
     cmd("RPUSH", key, record)
     cmd("LTRIM", key, 0, 0)
     cmd("PEXPIRE", key, ttl_ms)
+
+
+def _queue_script(pipe: Any, script: Any, keys_: Sequence, args: Sequence,
+                  inline: bool = False) -> None:
+    """Queue a call of ``script`` on ``pipe`` without redis-py's Script, which makes every
+    execute of a pipeline that holds one a round trip longer (SCRIPT EXISTS first). ``inline``
+    sends the body (EVAL): inside MULTI, where an unknown sha would fail that one call and let
+    the others apply. Otherwise EVALSHA, and the op runs under :func:`_loading`."""
+    if inline:
+        pipe.execute_command("EVAL", script.script, len(keys_), *keys_, *args)
+    else:
+        pipe.execute_command("EVALSHA", script.sha, len(keys_), *keys_, *args)
+
+
+def _loading(client: Any, op: Any, *scripts: Any) -> Any:
+    """``op`` (a pipeline of EVALSHA calls, safe to run again), run once more after loading
+    ``scripts`` if the server did not know one (a new or restarted server: no call ran)."""
+    def run():
+        try:
+            return op()
+        except redis.exceptions.NoScriptError:
+            for script in scripts:
+                client.script_load(script.script)
+            return op()
+
+    return run
 
 
 def _watch_pair(member: bytes) -> tuple[str, str]:
@@ -359,7 +393,6 @@ class RedisBroker:
             calls = [q_items[i:i + self.SEND_CHUNK] for q_items in by_queue.values()
                      for i in range(0, len(q_items), self.SEND_CHUNK)]
         queues = {queue for queue, _, _, _ in items}
-        sha = self._send.sha
 
         def op():  # built afresh on every try: a pipeline forgets its commands when it fails
             pipe = self.client.pipeline(transaction=False)
@@ -367,18 +400,10 @@ class RedisBroker:
                 pipe.sadd(keys.QUEUES, queue)
             for call in calls:
                 targets, args = _send_args(call)
-                pipe.execute_command("EVALSHA", sha, len(targets), *targets,
-                                     b"1" if atomic else b"0", *args)
+                _queue_script(pipe, self._send, targets, [b"1" if atomic else b"0", *args])
             return pipe.execute()
 
-        def op_loading_script():
-            try:
-                return op()
-            except redis.exceptions.NoScriptError:  # new or restarted server: no call ran
-                self.client.script_load(self._send.script)
-                return op()
-
-        self._produce(op_loading_script)
+        self._produce(_loading(self.client, op, self._send))
         self._known_queues |= queues
 
     def set_priority(self, queue: str, task_id: str, level: int) -> bool:
@@ -438,14 +463,18 @@ class RedisBroker:
         self._reached = True
 
     def fetch(self, consumer: str, queues: list[str], count: int, block_ms: int,
-              own_pending: bool = False, counts: list[int] | None = None) -> list[Delivery]:
+              own_pending: bool = False, counts: list[int] | None = None,
+              release: Release | None = None) -> list[Delivery]:
         """Read up to ``count`` entries per stream; ``own_pending`` re-reads this consumer's PEL.
 
         ``counts`` asks for up to ``counts[level]`` entries from each stream of that level instead
         (levels with 0 are not read), in one pipelined round trip and without blocking: how a
-        child shares a fetch between levels that all have more waiting than it takes."""
-        if counts is not None:
-            return self._fetch_by_level(consumer, queues, counts)
+        child shares a fetch between levels that all have more waiting than it takes.
+
+        ``release`` (workflow nodes the last round made ready) is sent in the same round trip,
+        ahead of the read, which may then return them: a chain step costs no extra round trip."""
+        if counts is not None or release is not None:
+            return self._fetch_pipelined(consumer, queues, count, block_ms, counts, release)
         stream_keys = [k for q in queues for k in keys.streams(q)]
         ids = ["0" if own_pending else ">"] * len(stream_keys)
         args = ["XREADGROUP", "GROUP", keys.GROUP, consumer, "COUNT", count]
@@ -461,19 +490,32 @@ class RedisBroker:
             reply = self.client.execute_command(*args, "STREAMS", *stream_keys, *ids)
         return _deliveries(reply)
 
-    def _fetch_by_level(self, consumer: str, queues: list[str], counts: list[int]
-                        ) -> list[Delivery]:
-        by_count: dict[int, list[str]] = {}
-        for level, n in enumerate(counts):
-            if n > 0:
-                by_count.setdefault(n, []).extend(keys.stream(q, level) for q in queues)
+    def _fetch_pipelined(self, consumer: str, queues: list[str], count: int, block_ms: int,
+                         counts: list[int] | None, release: Release | None) -> list[Delivery]:
         pipe = self.client.pipeline(transaction=False)
-        for n, stream_keys in by_count.items():
-            pipe.execute_command("XREADGROUP", "GROUP", keys.GROUP, consumer, "COUNT", n,
-                                 "STREAMS", *stream_keys, *[">"] * len(stream_keys))
+        released = self._queue_release(pipe, release) if release is not None else 0
+        if counts is None:  # one read of every stream, blocking
+            stream_keys = [k for q in queues for k in keys.streams(q)]
+            block = ("BLOCK", block_ms) if block_ms else ()
+            pipe.execute_command("XREADGROUP", "GROUP", keys.GROUP, consumer, "COUNT", count,
+                                 *block, "STREAMS", *stream_keys, *[">"] * len(stream_keys))
+        else:
+            by_count: dict[int, list[str]] = {}
+            for level, n in enumerate(counts):
+                if n > 0:
+                    by_count.setdefault(n, []).extend(keys.stream(q, level) for q in queues)
+            for n, stream_keys in by_count.items():
+                pipe.execute_command("XREADGROUP", "GROUP", keys.GROUP, consumer, "COUNT", n,
+                                     "STREAMS", *stream_keys, *[">"] * len(stream_keys))
+        replies = pipe.execute(raise_on_error=False)
+        failed = [r for r in replies[:released] if isinstance(r, Exception)]
+        if failed:  # nothing read is lost: it is pending under this consumer
+            if not all(isinstance(r, redis.exceptions.NoScriptError) for r in failed):
+                raise failed[0]
+            self.graph_release(release)  # a new or restarted server: loads the script, resends
         out: list[Delivery] = []
         lost_group = False
-        for reply in pipe.execute(raise_on_error=False):
+        for reply in replies[released:]:
             if isinstance(reply, redis.ResponseError) and _no_group(reply):
                 lost_group = True
             elif isinstance(reply, Exception):
@@ -516,8 +558,8 @@ class RedisBroker:
         for queue, level, due_ms, data in done.delayed:
             cmd("ZADD", keys.delayed(queue), due_ms, _delayed_member(level, data))
         for unique_key, owner in done.releases:
-            self._release(keys=[keys.unique(unique_key)], args=[owner], client=pipe)
-        graphs = self._complete_nodes(pipe, done.nodes, result_ttl_ms)
+            _queue_script(pipe, self._release, [keys.unique(unique_key)], [owner], inline=True)
+        graphs = self._complete_nodes(pipe, done.nodes, result_ttl_ms, inline=True)
         for skey, ids in done.acks.items():
             cmd("XACK", skey, keys.GROUP, *ids)
             cmd("XDEL", skey, *ids)
@@ -558,31 +600,34 @@ class RedisBroker:
                 cmd("SADD", keys.QUEUES, queue)
                 for i in range(0, len(items), self.SEND_CHUNK):
                     targets, args = _send_args(items[i:i + self.SEND_CHUNK])
-                    self._send(keys=targets, args=[b"0", *args], client=pipe)
+                    _queue_script(pipe, self._send, targets, [b"0", *args], inline=True)
             return pipe.execute()
 
         self._produce(op)
         self._known_queues |= set(by_queue)
 
     def _complete_nodes(self, pipe: Any, nodes: Sequence[tuple[str, str, str, bytes]],
-                        finished_ttl_ms: int) -> list[str]:
+                        finished_ttl_ms: int, inline: bool = False) -> list[str]:
         """Queue one dag_complete.lua call per graph on ``pipe``; the graph ids, in call order."""
         graphs: dict[str, list] = {}
         for dag_id, node_id, kind, record in nodes:
             graphs.setdefault(dag_id, []).extend((node_id, kind, record))
         now_ms = int(time.time() * 1000)
         for dag_id, triples in graphs.items():
-            self._dag_complete(keys=[keys.graph(dag_id), keys.graph_outbox(dag_id)],
-                               args=[now_ms, finished_ttl_ms, 0, 0, *triples], client=pipe)
+            _queue_script(pipe, self._dag_complete, [keys.graph(dag_id), keys.graph_outbox(dag_id)],
+                          [now_ms, finished_ttl_ms, 0, 0, *triples], inline=inline)
         return list(graphs)
 
     def graph_complete(self, nodes: Sequence[tuple[str, str, str, bytes]],
                        finished_ttl_ms: int) -> list[GraphStep]:
         """Record outcomes of nodes outside a worker's round (depends_on's waits on tasks sent
         separately): (dag id, node id, 's' or 'f', record), idempotent like a round's."""
-        pipe = self.client.pipeline(transaction=False)
-        graphs = self._complete_nodes(pipe, nodes, finished_ttl_ms)
-        return list(zip(graphs, pipe.execute(), strict=True))
+        def op():
+            pipe = self.client.pipeline(transaction=False)
+            graphs = self._complete_nodes(pipe, nodes, finished_ttl_ms)
+            return list(zip(graphs, pipe.execute(), strict=True))
+
+        return _loading(self.client, op, self._dag_complete)()
 
     def live_watches(self) -> tuple[list[tuple[str, str, float]], str]:
         """Every (graph id, task id, until) of a graph waiting on a task sent outside it, and
@@ -612,34 +657,43 @@ class RedisBroker:
                                    args=[int(time.time() * 1000), finished_ttl_ms, 1, min_age_ms])
         return dag_id, reply
 
-    def graph_release(self, sends: Sequence[tuple[str, int, int, bytes, str]],
-                      failures: Sequence[tuple[str, bytes]], sent: Sequence[tuple[str, list[str]]],
-                      finished: Sequence[str], marker_ttl_ms: int, result_ttl_ms: int) -> None:
+    def graph_release(self, release: Release) -> None:
         """Each send is its own single-queue step (dag_release.lua, deduplicated by node id),
         so a graph may span queues (cluster slots); the outbox is cleared after them."""
         def op():
-            if failures:  # on the result store, before the outbox forgets the nodes
-                pipe = self.results.pipeline(transaction=False)
-                for task_id, record in failures:
-                    _push_result(pipe.execute_command, task_id, record, result_ttl_ms, False)
-                pipe.execute()
             pipe = self.client.pipeline(transaction=False)
-            for queue in {queue for queue, *_ in sends} - self._known_queues:
-                pipe.sadd(keys.QUEUES, queue)
-            for queue, level, due_ms, data, node_id in sends:
-                target = keys.delayed(queue) if due_ms else keys.stream(queue, level)
-                member = _delayed_member(level, data) if due_ms else data
-                self._dag_release(keys=[target, keys.node_sent(queue, node_id)],
-                                  args=[due_ms, member, marker_ttl_ms], client=pipe)
-            for dag_id, node_ids in sent:
-                if node_ids:
-                    pipe.hdel(keys.graph_outbox(dag_id), *node_ids)
-            if finished:
-                pipe.zrem(keys.GRAPHS, *finished)
+            self._queue_release(pipe, release)
             return pipe.execute()
 
-        self._produce(op)
-        self._known_queues |= {queue for queue, *_ in sends}
+        self._produce(_loading(self.client, op, self._dag_release))
+
+    def _queue_release(self, pipe: Any, release: Release) -> int:
+        """Queue ``release``'s commands on ``pipe`` (the records of nodes failed upstream go
+        first, on a separate result store at once); returns how many were queued."""
+        start = len(pipe)
+        if release.failures:  # before the outbox forgets the nodes
+            target = pipe if self.results is self.client else \
+                self.results.pipeline(transaction=False)
+            for task_id, record in release.failures:
+                _push_result(target.execute_command, task_id, record, release.result_ttl_ms,
+                             False)
+            if target is not pipe:
+                target.execute()
+        queues = {queue for queue, *_ in release.sends}
+        for queue in queues - self._known_queues:
+            pipe.sadd(keys.QUEUES, queue)
+        self._known_queues |= queues
+        for queue, level, due_ms, data, node_id in release.sends:
+            target = keys.delayed(queue) if due_ms else keys.stream(queue, level)
+            member = _delayed_member(level, data) if due_ms else data
+            _queue_script(pipe, self._dag_release, [target, keys.node_sent(queue, node_id)],
+                          [due_ms, member, release.marker_ttl_ms])
+        for dag_id, node_ids in release.sent:
+            if node_ids:
+                pipe.hdel(keys.graph_outbox(dag_id), *node_ids)
+        if release.finished:
+            pipe.zrem(keys.GRAPHS, *release.finished)
+        return len(pipe) - start
 
     def running_graphs(self, count: int = 1000) -> list[str]:
         return [g.decode() for g in self.client.zrange(keys.GRAPHS, 0, count - 1)]

@@ -19,12 +19,12 @@ import structlog
 
 from fastq import keys, states
 from fastq._core import decode_message, plan_levels, unpack_body
-from fastq.broker.base import Delivery, Finish
+from fastq.broker.base import Delivery, Finish, Release
 from fastq.errors import BrokerOutOfMemory, BrokerUnavailable, DecodeError, SoftTimeLimitExceeded
 from fastq.middleware import DeferMessage, SkipMessage, call_hooks
 from fastq.task import current_request
 from fastq.worker import gates, outcome
-from fastq.workflows.advance import ERRBACK, advance, errback_arguments
+from fastq.workflows.advance import ERRBACK, errback_arguments, to_release
 from fastq.workflows.watch import DependencyWatch
 
 if TYPE_CHECKING:
@@ -81,6 +81,7 @@ class Child:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._async_batch: list[tuple[Task, Message, tuple, dict, Delivery]] = []
         self._done = Finish()
+        self._release: Release | None = None  # ready workflow nodes not yet sent
         self._last_flush = time.monotonic()
         self._next_heartbeat = 0.0
         self._log = log.bind(consumer=consumer)
@@ -139,7 +140,7 @@ class Child:
             # running what it brought, so a task revoked meanwhile is not run.
             self._sync_revocations(time.monotonic())
             self.process(deliveries)
-        self.flush()
+        self.flush(defer_release=True)  # the ready workflow nodes go out with the next fetch
         return len(deliveries)
 
     def _fetch(self, block_ms: int) -> list[Delivery]:
@@ -158,7 +159,9 @@ class Child:
             for level in self._flooded:
                 counts[level] = plan.count(level)
         deliveries = self.broker.fetch(self.consumer, self.queues, prefetch,
-                                       0 if counts else block_ms, counts=counts)
+                                       0 if counts else block_ms, counts=counts,
+                                       release=self._release)
+        self._release = None  # sent (kept for the next try if the fetch raised)
         self._note_levels(deliveries, counts or [prefetch] * keys.LEVELS)
         return deliveries
 
@@ -453,9 +456,12 @@ class Child:
             self.revoked = {k: v for k, v in self.revoked.items() if v > wall}
 
     # -- finish -----------------------------------------------------------------------------
-    def flush(self) -> None:
+    def flush(self, defer_release: bool = False) -> None:
         """Write results, retries, dead letters and acks of everything run so far in one round
-        trip. On a broker error the outcomes are kept and written on the next try."""
+        trip. On a broker error the outcomes are kept and written on the next try.
+
+        The workflow nodes this made ready are sent right after, or with ``defer_release`` in
+        the round trip of the next fetch (``run_once``'s way: no round trip of their own)."""
         if self._done:
             done = self._done
             steps = self.broker.finish(done, self.result_ttl_ms)
@@ -463,18 +469,35 @@ class Child:
             if steps:
                 self._advance(steps)
             self._call_hooks(self._after_flush, self, done)
+        if self._release is not None and not defer_release:
+            self._send_release()
         self._last_flush = time.monotonic()
 
     def _advance(self, steps) -> None:
-        """Send what the round's workflow nodes made ready. Their outcomes and acks are written
-        already: if this fails, the graph's outbox keeps the nodes and a sweeper sends them."""
+        """Build what the round's workflow nodes made ready, to send. Their outcomes and acks
+        are written already: if sending fails, the graph's outbox keeps the nodes and a sweeper
+        sends them."""
         try:
-            advance(self.app, steps)
+            release = to_release(self.app, steps)
+        except Exception:  # noqa: BLE001 - a bad graph must not stop the worker
+            self._log.exception("advancing a workflow failed; a sweeper will retry")
+            return
+        if release is None:
+            return
+        if self._release is None:
+            self._release = release
+        else:
+            self._release.extend(release)
+
+    def _send_release(self) -> None:
+        release, self._release = self._release, None
+        try:
+            self.broker.graph_release(release)
         except TRANSIENT as exc:
             self._log.warning("could not send ready workflow nodes; a sweeper will",
                               error=str(exc))
         except Exception:  # noqa: BLE001 - a bad graph must not stop the worker
-            self._log.exception("advancing a workflow failed; a sweeper will retry")
+            self._log.exception("sending ready workflow nodes failed; a sweeper will retry")
 
     def _heartbeat(self, now: float) -> None:
         if now < self._next_heartbeat:

@@ -18,6 +18,7 @@ import msgpack
 
 from fastq import states
 from fastq._core import decode_message, encode_message, pack_body, unpack_body, unpack_value
+from fastq.broker.base import Release
 from fastq.errors import DecodeError, UpstreamFailed
 from fastq.result import exception_record, rebuild_exception
 
@@ -30,6 +31,15 @@ ERRBACK = "errback"  # message option of an errback called (request, exc, traceb
 
 def advance(app: Any, steps: list[GraphStep]) -> None:
     """Send the ready nodes, failure records and errbacks of ``steps``, in one round trip."""
+    release = to_release(app, steps)
+    if release is not None:
+        app.broker.graph_release(release)
+
+
+def to_release(app: Any, steps: list[GraphStep]) -> Release | None:
+    """What ``steps`` made ready, built to send (None when nothing is to be sent or cleared):
+    each ready node with its parents' results fed in, a FAILURE (or REVOKED) record for each
+    node failed upstream, each errback's message."""
     conf = app.conf
     accept_pickle = "pickle" in conf.accept_content
     threshold = conf.compress_threshold
@@ -63,8 +73,9 @@ def advance(app: Any, steps: list[GraphStep]) -> None:
         if left <= 0:  # finished (or gone: -1): no longer the sweeper's business
             finished.append(dag_id)
     if sends or failures or any(ids for _, ids in sent) or finished:
-        app.broker.graph_release(sends, failures, sent, finished,
-                                 int(conf.workflow_ttl * 1000), int(conf.result_expires * 1000))
+        return Release(sends, failures, sent, finished, int(conf.workflow_ttl * 1000),
+                       int(conf.result_expires * 1000))
+    return None
 
 
 def _text(value: Any) -> str:

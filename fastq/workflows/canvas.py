@@ -73,12 +73,25 @@ class Signature(dict):
     def clone(self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None,
               **options: Any) -> Signature:
         """A copy with ``args`` prepended and ``kwargs``/``options`` merged (unless immutable)."""
-        sig = copy.deepcopy(self)  # composite parts and link lists must not be shared
-        sig._app = self._app
+        # composite parts and link lists must not be shared
+        return self._merged(copy.deepcopy(self), args, kwargs, options)
+
+    def _with_call(self, args: Iterable[Any] | None, kwargs: dict[str, Any] | None,
+                   options: dict[str, Any]) -> Signature:
+        """What ``apply_async`` submits: a shallow copy with the call's arguments merged. Its
+        parts are shared, since submitting reads them and never changes them: sending a group
+        of 10,000 signatures copies none of them."""
+        sig = type(self).__new__(type(self))
+        dict.update(sig, self)
+        sig.__dict__.update(self.__dict__)
+        return self._merged(sig, args, kwargs, options)
+
+    def _merged(self, sig: Signature, args: Iterable[Any] | None,
+                kwargs: dict[str, Any] | None, options: dict[str, Any]) -> Signature:
+        sig["options"] = {**sig["options"], **options}
         if not self.immutable:
             sig["args"] = tuple(args or ()) + tuple(self.args)
             sig["kwargs"] = {**self.kwargs, **(kwargs or {})}
-        sig["options"].update(options)
         return sig
 
     def __deepcopy__(self, memo: dict) -> Signature:
@@ -128,7 +141,7 @@ class Signature(dict):
                     **options: Any) -> Any:
         """Send it: a plain task call goes out as one message; anything with links, and every
         chain, group or chord, as one graph (fastq/workflows/graph.py)."""
-        sig = self.clone(args, kwargs, **options)
+        sig = self._with_call(args, kwargs, options)
         if sig.subtask_type is TASK and not sig.options.get("link") \
                 and not sig.options.get("link_error") and not sig.options.get("depends_on"):
             opts = dict(sig.options)
@@ -149,13 +162,12 @@ class _Composite(Signature):
     """A chain, group or chord: its parts are in ``kwargs``; arguments given to it when it is
     sent (``args``, and ``options["lead_kwargs"]``) go to its first tasks."""
 
-    def clone(self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None,
-              **options: Any) -> Signature:
-        sig = copy.deepcopy(self)
+    def _merged(self, sig: Signature, args: Iterable[Any] | None,
+                kwargs: dict[str, Any] | None, options: dict[str, Any]) -> Signature:
         sig["args"] = tuple(args or ()) + tuple(self.args)
+        sig["options"] = {**sig["options"], **options}
         if kwargs:
             sig.options[LEAD_KWARGS] = {**self.options.get(LEAD_KWARGS, {}), **kwargs}
-        sig.options.update(options)
         return sig
 
 

@@ -69,6 +69,7 @@ class Graph:
         self.nodes: dict[str, Node] = {}
         self.names: dict[str, str] = {}  # app.dag() node names -> node ids
         self.outside: list[str] = []  # ids of tasks sent separately that nodes wait for
+        self.errback_ids: dict[int, str] = {}  # id(errback signature) -> its dedup id
 
     # -- compiling ----------------------------------------------------------------------------
     def add(self, sig: Any, after: Out | None = None, anyway: bool = False,
@@ -246,7 +247,8 @@ class Graph:
     def _errback(self, errback: Signature, node: Node, root_id: str) -> list:
         """An errback ready to send: [dedup id, queue, level, envelope, new-style]. One errback
         given to a whole chain is one id on each of its nodes, so it fires once."""
-        eb_id = errback.options.get("task_id") or _errback_id(errback)
+        eb_id = errback.options.get("task_id") or self.errback_ids.setdefault(id(errback),
+                                                                            new_task_id())
         task = self.app.task_for(errback["task"])
         opts = {k: v for k, v in errback.options.items() if k in SEND_OPTIONS and k != "task_id"}
         how = task._resolve(**opts)
@@ -300,27 +302,39 @@ def _plain_group(sig: group) -> bool:
 
 
 def _send_group(sig: group) -> GroupResult:
-    """A group of plain tasks: every member sent in one pipelined round trip, with its group id."""
+    """A group of plain tasks: every member sent in one pipelined round trip, with its group id.
+    The send options are resolved once per (task, options) pair, not once per member."""
     app = sig.app
     gid = sig.options.get("task_id") or new_task_id()
     inherit = {k: v for k, v in sig.options.items() if k in SEND_OPTIONS and k != "task_id"}
+    inherit_key = tuple(sorted(inherit.items(), key=str))
     lead, lead_kwargs = sig.args, sig.options.get(LEAD_KWARGS) or {}
+    keep_messages = bool(app.hooks.after_send)
     results = []
     resolved: dict[tuple, Any] = {}
     with app.batch():
         for member in sig.tasks:
-            opts = {**inherit, **member.options}
-            task_id = opts.pop("task_id", None) or new_task_id()
-            args = tuple(lead) + tuple(member.args) if not member.immutable else member.args
-            kwargs = {**lead_kwargs, **member.kwargs} if not member.immutable else member.kwargs
-            task = app.task_for(member["task"])
-            key = (member["task"], tuple(sorted(opts.items(), key=str)))
-            how = resolved.get(key)
-            if how is None:
-                how = resolved[key] = task._resolve(**opts)
+            name, own = member["task"], member["options"]
+            if own:
+                opts = {**inherit, **own}
+                task_id = opts.pop("task_id", None) or new_task_id()
+                key = (name, tuple(sorted(opts.items(), key=str)))
+            else:
+                opts, task_id, key = inherit, new_task_id(), (name, inherit_key)
+            found = resolved.get(key)
+            if found is None:
+                task = app.task_for(name)
+                found = resolved[key] = (task, task._resolve(**opts))
+            task, how = found
+            args, kwargs = member["args"], member["kwargs"]
+            if not member["immutable"]:
+                if lead:
+                    args = (*lead, *args)
+                if lead_kwargs:
+                    kwargs = {**lead_kwargs, **kwargs}
             msg, data = task._envelope(how, task_id, args, kwargs, group_id=gid)
             app.send_message(how.queue, how.level, data, how.due_ms,
-                             msg if app.hooks.after_send else None)
+                             msg if keep_messages else None)
             results.append(AsyncResult(task_id, app))
     return GroupResult(gid, results, app=app)
 
@@ -379,14 +393,6 @@ def _as_list(value: Any) -> list:
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _errback_id(errback: Signature) -> str:
-    """One id per errback object (so one errback attached to many nodes fires once)."""
-    eb_id = errback.__dict__.get("_errback_id")
-    if eb_id is None:
-        eb_id = errback.__dict__["_errback_id"] = new_task_id()
-    return eb_id
 
 
 def _new_style(errback: Signature, app: Any) -> bool:
