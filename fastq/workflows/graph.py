@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
+from fastq import current
 from fastq.errors import NotRegistered, WorkflowError
 from fastq.message import new_task_id
 from fastq.result import AsyncResult
@@ -297,7 +298,8 @@ def _plain_group(sig: group) -> bool:
     """No member has links, parts or waits, and the group itself has no link: no graph needed."""
     if any(k in sig.options for k in ("link", "link_error", "depends_on")):
         return False
-    return all(m.subtask_type is None and not any(k in m.options for k in EDGE_OPTIONS)
+    edges = frozenset(EDGE_OPTIONS)
+    return all(m["subtask_type"] is None and not (m["options"] and edges & m["options"].keys())
                for m in sig.tasks)
 
 
@@ -313,6 +315,7 @@ def _send_group(sig: group) -> GroupResult:
     results = []
     resolved: dict[tuple, Any] = {}
     with app.batch():
+        pending = current.pending_batch()
         for member in sig.tasks:
             name, own = member["task"], member["options"]
             if own:
@@ -333,8 +336,9 @@ def _send_group(sig: group) -> GroupResult:
                 if lead_kwargs:
                     kwargs = {**lead_kwargs, **kwargs}
             msg, data = task._envelope(how, task_id, args, kwargs, group_id=gid)
-            app.send_message(how.queue, how.level, data, how.due_ms,
-                             msg if keep_messages else None)
+            pending.items.append((how.queue, how.level, data, how.due_ms))  # as send_message
+            if keep_messages:
+                pending.messages.append(msg)
             results.append(AsyncResult(task_id, app))
     return GroupResult(gid, results, app=app)
 

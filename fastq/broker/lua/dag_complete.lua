@@ -28,11 +28,16 @@ local function words(s)
   return list
 end
 
+local settled = 0  -- applied to 'left' once, at the end
 local function settle(node, value)
   if redis.call('HSETNX', g, 'd:' .. node, value) == 0 then return false end
-  redis.call('HINCRBY', g, 'left', -1)
+  settled = settled + 1
   return true
 end
+
+-- successes count their dependents down once per dependent and call: a chord body is counted
+-- down by a whole batch of its header in one HINCRBY
+local counted, counts = {}, {}
 
 local function ready(node)
   redis.call('HSET', out, node, now)
@@ -53,9 +58,11 @@ local function advance(first, first_failed)
           ready(kid)
           stack[#stack + 1] = {kid, failed}
         end
-      elseif redis.call('HEXISTS', g, 'd:' .. kid) == 0
-          and redis.call('HINCRBY', g, 'w:' .. kid, -1) == 0 then
-        ready(kid)
+      elseif counts[kid] then
+        counts[kid] = counts[kid] + 1
+      else
+        counted[#counted + 1] = kid
+        counts[kid] = 1
       end
     end
   end
@@ -70,6 +77,13 @@ for i = 5, #ARGV, 3 do
     advance(node, kind == 'f' and node or nil)
   end
 end
+for _, kid in ipairs(counted) do  -- one that failed upstream meanwhile is settled already
+  if redis.call('HEXISTS', g, 'd:' .. kid) == 0
+      and redis.call('HINCRBY', g, 'w:' .. kid, -counts[kid]) == 0 then
+    ready(kid)
+  end
+end
+if settled > 0 then redis.call('HINCRBY', g, 'left', -settled) end
 
 local ttl = redis.call('HGET', g, 'ttl')
 if ARGV[3] == '1' then
@@ -95,8 +109,13 @@ for _, node in ipairs(fresh) do
   local item
   if not outcome then  -- ready to run: with what its parents gave
     item = {node, 'r', spec, errbacks}
-    for _, parent in ipairs(words(redis.call('HGET', g, 'p:' .. node))) do
-      item[#item + 1] = redis.call('HGET', g, 'd:' .. parent) or ''
+    local fields = {}
+    for i, parent in ipairs(words(redis.call('HGET', g, 'p:' .. node))) do
+      fields[i] = 'd:' .. parent
+    end
+    for first = 1, #fields, 1000 do  -- one HMGET per 1000 parents (a chord body has many)
+      local part = redis.call('HMGET', g, unpack(fields, first, math.min(first + 999, #fields)))
+      for _, value in ipairs(part) do item[#item + 1] = value or '' end
     end
   elseif string.sub(outcome, 1, 2) == 'u:' then  -- failed upstream: the cause's record
     local cause = string.sub(outcome, 3)
