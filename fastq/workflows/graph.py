@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgpack
+import orjson
 
 from fastq import current
 from fastq.errors import NotRegistered, WorkflowError
@@ -214,7 +215,7 @@ class Graph:
                 delay_ms = max(due_ms - now_ms, 0) if due_ms else 0
                 fields[f"n:{node.id}"] = msgpack.packb([queue, level, delay_ms, data, feed])
                 if parents:
-                    fields[f"p:{node.id}"] = " ".join(parents).encode()
+                    fields[f"p:{node.id}"] = orjson.dumps([f"d:{p}" for p in parents])
             if node.deps:
                 fields[f"w:{node.id}"] = str(len(node.deps)).encode()
             else:

@@ -4,7 +4,7 @@
 -- ARGV[1] now ms; ARGV[2] TTL ms of a finished graph; ARGV[3] '1': also collect outbox items
 -- that became ready at least ARGV[4] ms ago (the sweeper's call, after a worker died between
 -- this call and sending); then triples: node id, 's' (succeeded) or 'f' (failed), its record.
--- Graph fields: n:ID spec, p:ID its parents (space separated, the order results are fed in),
+-- Graph fields: n:ID spec, p:ID its parents' d: fields (a JSON array, the order results are fed in),
 -- k:ID its dependents ('!' before one that runs even when ID fails), w:ID dependencies not yet
 -- met, d:ID its outcome (a result record, or 'u:' .. the id of the failed node upstream),
 -- left: nodes without an outcome, ttl: the safety TTL (ms) while the graph runs.
@@ -109,10 +109,8 @@ for _, node in ipairs(fresh) do
   local item
   if not outcome then  -- ready to run: with what its parents gave
     item = {node, 'r', spec, errbacks}
-    local fields = {}
-    for i, parent in ipairs(words(redis.call('HGET', g, 'p:' .. node))) do
-      fields[i] = 'd:' .. parent
-    end
+    local parents = redis.call('HGET', g, 'p:' .. node)
+    local fields = parents and cjson.decode(parents) or {}
     for first = 1, #fields, 1000 do  -- one HMGET per 1000 parents (a chord body has many)
       local part = redis.call('HMGET', g, unpack(fields, first, math.min(first + 999, #fields)))
       for _, value in ipairs(part) do item[#item + 1] = value or '' end
