@@ -125,3 +125,16 @@ def test_only_overridden_hooks_are_called():
     with pytest.raises(TypeError, match="fastq.Middleware"):
         type(hooked.app)("x", middleware=[Wrong()])
     assert isinstance(SkipMessage("why"), Exception) and SkipMessage("why").state == "REVOKED"
+
+
+def test_after_send_reports_each_workflow_node_when_it_is_sent(app, hooked_worker, hook_log):
+    from fastq import chain
+
+    hooked_worker(env={"FASTQ_HOOK_LOG": os.environ["FASTQ_HOOK_LOG"]})
+    res = chain(hooked.double.s(1), hooked.double.s(), hooked.double.s()).delay()
+    assert res.get(timeout=20) == 8
+    ids = [res.parent.parent.id, res.parent.id, res.id]
+    # the first when submitted, the others by the worker that sent each once its parent succeeded
+    wait_for(lambda: sorted(row["id"] for row in hook_log("after_send")) == sorted(ids), 10,
+             message="after_send of every node")
+    assert {row["id"] for row in hook_log("before_send")} == set(ids)  # all built at submission

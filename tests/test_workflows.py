@@ -252,9 +252,11 @@ def test_depends_on_a_task_that_finished_unseen_is_settled_by_the_sweeper(fapp, 
     assert "Traceback" not in w.output()
 
 
-def test_depends_on_rejects_what_it_cannot_wait_for(fapp, r):
+def test_what_a_workflow_cannot_do_is_refused_before_sending(fapp, r):
     with pytest.raises(WorkflowError, match="AsyncResults or task ids"):
         inc.apply_async((1,), depends_on=[42])
     with pytest.raises(WorkflowError, match="a task of this same workflow"):
         chain(inc.s(1).set(task_id="t1"), inc.si(2).set(depends_on=["t1"])).delay()
+    with pytest.raises(WorkflowError, match=r"unsupported options .*\['unique_key'\]"):
+        group(inc.s(1).set(unique_key="once"), inc.s(2)).delay()  # refused, not ignored
     assert r.keys("fastq:*") == []

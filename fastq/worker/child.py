@@ -24,7 +24,7 @@ from fastq.errors import BrokerOutOfMemory, BrokerUnavailable, DecodeError, Soft
 from fastq.middleware import DeferMessage, SkipMessage, call_hooks
 from fastq.task import current_request
 from fastq.worker import gates, outcome
-from fastq.workflows.advance import ERRBACK, errback_arguments, to_release
+from fastq.workflows.advance import ERRBACK, errback_arguments, report_sent, to_release
 from fastq.workflows.watch import DependencyWatch
 
 if TYPE_CHECKING:
@@ -158,10 +158,12 @@ class Child:
                                self.conf.priority_ageing_ms, prefetch)
             for level in self._flooded:
                 counts[level] = plan.count(level)
+        release = self._release
         deliveries = self.broker.fetch(self.consumer, self.queues, prefetch,
-                                       0 if counts else block_ms, counts=counts,
-                                       release=self._release)
-        self._release = None  # sent (kept for the next try if the fetch raised)
+                                       0 if counts else block_ms, counts=counts, release=release)
+        if release is not None:  # sent (kept for the next try if the fetch raised)
+            self._release = None
+            self._report_sent(release)
         self._note_levels(deliveries, counts or [prefetch] * keys.LEVELS)
         return deliveries
 
@@ -496,8 +498,17 @@ class Child:
         except TRANSIENT as exc:
             self._log.warning("could not send ready workflow nodes; a sweeper will",
                               error=str(exc))
+            return
         except Exception:  # noqa: BLE001 - a bad graph must not stop the worker
             self._log.exception("sending ready workflow nodes failed; a sweeper will retry")
+            return
+        self._report_sent(release)
+
+    def _report_sent(self, release: Release) -> None:
+        try:
+            report_sent(self.app, release)
+        except Exception:  # noqa: BLE001 - an observer must not break the worker
+            self._log.exception("middleware hook failed", hook="after_send")
 
     def _heartbeat(self, now: float) -> None:
         if now < self._next_heartbeat:

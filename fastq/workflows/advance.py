@@ -34,6 +34,14 @@ def advance(app: Any, steps: list[GraphStep]) -> None:
     release = to_release(app, steps)
     if release is not None:
         app.broker.graph_release(release)
+        report_sent(app, release)
+
+
+def report_sent(app: Any, release: Release) -> None:
+    """The ``after_send`` hooks of the nodes and errbacks ``release`` sent (a node sent by two
+    senders at once, a worker and a sweeper, may be reported by both)."""
+    if app.hooks.after_send and release.sends:
+        app.after_send([decode_message(data) for _q, _l, _due, data, _id in release.sends])
 
 
 def to_release(app: Any, steps: list[GraphStep]) -> Release | None:

@@ -35,6 +35,7 @@ from fastq.workflows.watch import settle_outside
 
 if TYPE_CHECKING:
     from fastq.broker.base import SendItem
+    from fastq.message import Message
 
 # send options a node may carry (Task.apply_async's); link/link_error/depends_on are edges
 SEND_OPTIONS = ("task_id", "queue", "priority", "serializer", "countdown", "eta", "expires",
@@ -205,11 +206,12 @@ class Graph:
         roots: list[SendItem] = []
         root_id = next((n.id for n in self.nodes.values() if n.sig is not None), self.id)
         now_ms = int(time.time() * 1000)
+        sent = []  # the roots' messages, for the after_send hooks
         for node in self.nodes.values():
             if node.sig is None:  # a task sent outside: only its dependents are written
                 fields[f"k:{node.id}"] = " ".join(kids[node.id]).encode()
                 continue
-            queue, level, due_ms, data = self._envelope(node, root_id)
+            msg, queue, level, due_ms, data = self._envelope(node, root_id)
             if node.deps or node.errbacks:  # spec: how to send it; its countdown runs from then
                 feed, parents = _indexed(node.feed)
                 delay_ms = max(due_ms - now_ms, 0) if due_ms else 0
@@ -220,6 +222,7 @@ class Graph:
                 fields[f"w:{node.id}"] = str(len(node.deps)).encode()
             else:
                 roots.append((queue, level, data, due_ms))
+                sent.append(msg)
             if node.id in kids:
                 fields[f"k:{node.id}"] = " ".join(kids[node.id]).encode()
             if node.errbacks:
@@ -229,10 +232,12 @@ class Graph:
         ttl_ms = int(conf.workflow_ttl * 1000)
         fields["ttl"] = str(ttl_ms).encode()
         app.broker.graph_submit(self.id, fields, roots, ttl_ms, self.outside)
+        if app.hooks.after_send:  # the other nodes are reported by whoever sends them
+            app.after_send(sent)
         if self.outside:  # those that finished before the watch was announced
             settle_outside(app, [(self.id, task_id) for task_id in self.outside])
 
-    def _envelope(self, node: Node, root_id: str) -> tuple[str, int, int, bytes]:
+    def _envelope(self, node: Node, root_id: str) -> tuple[Message, str, int, int, bytes]:
         sig = node.sig
         task = self.app.task_for(sig["task"])
         opts = dict(sig.options)
@@ -241,10 +246,10 @@ class Graph:
         args = sig.args
         if not node.deps and node.feed is not None:  # a root fed by an empty group: []
             args = (_empty(node.feed), *args)
-        _msg, data = task._envelope(how, node.id, args, sig.kwargs, dag_id=self.id,
-                                    parent_id=node.parent, root_id=root_id,
-                                    group_id=node.group_id)
-        return how.queue, how.level, how.due_ms, data
+        msg, data = task._envelope(how, node.id, args, sig.kwargs, dag_id=self.id,
+                                   parent_id=node.parent, root_id=root_id,
+                                   group_id=node.group_id)
+        return msg, how.queue, how.level, how.due_ms, data
 
     def _errback(self, errback: Signature, node: Node, root_id: str) -> list:
         """An errback ready to send: [dedup id, queue, level, envelope, new-style]. One errback
@@ -296,10 +301,11 @@ def submit(sig: Signature) -> Any:
 
 
 def _plain_group(sig: group) -> bool:
-    """No member has links, parts or waits, and the group itself has no link: no graph needed."""
+    """No member has links, parts, waits or a uniqueness key, and the group itself has no link:
+    no graph needed."""
     if any(k in sig.options for k in ("link", "link_error", "depends_on")):
         return False
-    edges = frozenset(EDGE_OPTIONS)
+    edges = frozenset((*EDGE_OPTIONS, "unique_key"))  # a graph refuses unique_key clearly
     return all(m["subtask_type"] is None and not (m["options"] and edges & m["options"].keys())
                for m in sig.tasks)
 
