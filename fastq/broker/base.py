@@ -123,6 +123,13 @@ class Transport(Protocol):
         """Read up to ``count`` entries per stream (or ``counts[level]`` per stream of a level),
         after sending ``release`` (ready workflow nodes) in the same round trip."""
 
+    def finish_and_fetch(self, done: Finish, result_ttl_ms: int, consumer: str,
+                         queues: list[str], count: int, counts: list[int] | None = None,
+                         release: Release | None = None
+                         ) -> tuple[list[GraphStep], list[Delivery]]:
+        """``finish``, then ``fetch`` without blocking (``release`` sent first), in one round
+        trip; raises if the outcomes were not written (what was read stays pending)."""
+
     def finish(self, done: Finish, result_ttl_ms: int) -> list[GraphStep]:
         """Write a round's outcomes, then acknowledge its entries (never the other way round).
         Workflow nodes among them are recorded in their graphs in the same transaction; returns

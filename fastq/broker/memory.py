@@ -12,6 +12,7 @@ What differs from a real Redis, and why (docs/architecture.md, "memory://"):
 - no supervisor runs beside a unit test to move due delayed messages (countdown, eta, retries),
   so :meth:`fetch` promotes the due ones of the queues it reads first, and a blocking fetch wakes
   every ``DELAYED_SLICE_MS`` to promote again (in Redis the supervisor's mover does this);
+- ``finish_and_fetch`` is a finish and then a fetch (which promotes first), not one pipeline;
 - a fetch sends the workflow nodes it is handed (``release``) in a call of its own before
   reading, where Redis pipelines the two;
 - fakeredis's BLMOVE does not block when the list does not exist yet, so a result wait uses
@@ -25,7 +26,7 @@ from typing import ClassVar
 import fakeredis
 import redis
 
-from fastq.broker.base import Delivery, Release
+from fastq.broker.base import Delivery, Finish, GraphStep, Release
 from fastq.broker.redis import RedisBroker
 
 DELAYED_SLICE_MS = 20
@@ -83,6 +84,14 @@ class MemoryBroker(RedisBroker):
             got = super().fetch(consumer, queues, count, block, own_pending, counts)
             if got or own_pending or counts is not None or block == 0:
                 return got
+
+    def finish_and_fetch(self, done: Finish, result_ttl_ms: int, consumer: str,
+                         queues: list[str], count: int, counts: list[int] | None = None,
+                         release: Release | None = None
+                         ) -> tuple[list[GraphStep], list[Delivery]]:
+        """The two calls one after the other (the fetch promotes due messages first)."""
+        steps = self.finish(done, result_ttl_ms)
+        return steps, self.fetch(consumer, queues, count, 0, counts=counts, release=release)
 
     def _promote_all(self, queues: list[str]) -> None:
         now_ms = int(time.time() * 1000)

@@ -135,6 +135,50 @@ def _loading(client: Any, op: Any, *scripts: Any) -> Any:
     return run
 
 
+class _Commands:
+    """Commands collected for one write (:func:`_raw_execute`), queued as on a pipeline."""
+
+    def __init__(self):
+        self.commands: list[tuple] = []
+
+    def execute_command(self, *args: Any) -> None:
+        self.commands.append(args)
+
+    def __len__(self) -> int:
+        return len(self.commands)
+
+
+def _raw_execute(client: redis.Redis, commands: list[tuple]) -> list:
+    """Send ``commands`` in one write and read their raw replies, an error as its exception
+    object. Unlike a redis-py pipeline this applies no reply callbacks, which would choke on
+    the QUEUED replies of a MULTI sent inside a pipeline. A connection whose replies were not
+    all read is dropped, never reused."""
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command(conn.pack_commands(commands))
+        replies: list = []
+        for _ in commands:
+            try:
+                replies.append(conn.read_response())
+            except redis.ResponseError as exc:
+                replies.append(exc)
+        return replies
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
+
+
+def _graph_steps(replies: list, graphs: list[str], acked_streams: int) -> list[GraphStep]:
+    """The dag_complete.lua replies of a finish transaction (queued just before its acks)."""
+    if not graphs:
+        return []
+    first = len(replies) - acked_streams * 2 - len(graphs)
+    return [(dag_id, replies[first + i]) for i, dag_id in enumerate(graphs)]
+
+
 def _watch_pair(member: bytes) -> tuple[str, str]:
     dag_id, _, task_id = member.decode().partition(" ")
     return dag_id, task_id
@@ -494,28 +538,44 @@ class RedisBroker:
                          counts: list[int] | None, release: Release | None) -> list[Delivery]:
         pipe = self.client.pipeline(transaction=False)
         released = self._queue_release(pipe, release) if release is not None else 0
-        if counts is None:  # one read of every stream, blocking
+        self._queue_reads(pipe, consumer, queues, count, block_ms, counts)
+        replies = pipe.execute(raise_on_error=False)
+        self._check_released(replies[:released], release)
+        return self._read_replies(replies[released:], queues)
+
+    def _check_released(self, replies: list, release: Release | None) -> None:
+        """Raise the first error of a release sent in a pipeline (what was read with it is
+        pending under this consumer, so nothing is lost); a script the server did not know (a
+        new or restarted server) is loaded and the release sent again, deduplicated."""
+        failed = [r for r in replies if isinstance(r, Exception)]
+        if failed:
+            if not all(isinstance(r, redis.exceptions.NoScriptError) for r in failed):
+                raise failed[0]
+            self.graph_release(release)
+
+    @staticmethod
+    def _queue_reads(pipe: Any, consumer: str, queues: list[str], count: int, block_ms: int,
+                     counts: list[int] | None) -> None:
+        """One XREADGROUP of every stream (blocking up to ``block_ms``), or with ``counts`` one
+        per distinct count of the levels asked for, not blocking."""
+        if counts is None:
             stream_keys = [k for q in queues for k in keys.streams(q)]
             block = ("BLOCK", block_ms) if block_ms else ()
             pipe.execute_command("XREADGROUP", "GROUP", keys.GROUP, consumer, "COUNT", count,
                                  *block, "STREAMS", *stream_keys, *[">"] * len(stream_keys))
-        else:
-            by_count: dict[int, list[str]] = {}
-            for level, n in enumerate(counts):
-                if n > 0:
-                    by_count.setdefault(n, []).extend(keys.stream(q, level) for q in queues)
-            for n, stream_keys in by_count.items():
-                pipe.execute_command("XREADGROUP", "GROUP", keys.GROUP, consumer, "COUNT", n,
-                                     "STREAMS", *stream_keys, *[">"] * len(stream_keys))
-        replies = pipe.execute(raise_on_error=False)
-        failed = [r for r in replies[:released] if isinstance(r, Exception)]
-        if failed:  # nothing read is lost: it is pending under this consumer
-            if not all(isinstance(r, redis.exceptions.NoScriptError) for r in failed):
-                raise failed[0]
-            self.graph_release(release)  # a new or restarted server: loads the script, resends
+            return
+        by_count: dict[int, list[str]] = {}
+        for level, n in enumerate(counts):
+            if n > 0:
+                by_count.setdefault(n, []).extend(keys.stream(q, level) for q in queues)
+        for n, stream_keys in by_count.items():
+            pipe.execute_command("XREADGROUP", "GROUP", keys.GROUP, consumer, "COUNT", n,
+                                 "STREAMS", *stream_keys, *[">"] * len(stream_keys))
+
+    def _read_replies(self, replies: list, queues: list[str]) -> list[Delivery]:
         out: list[Delivery] = []
         lost_group = False
-        for reply in replies[released:]:
+        for reply in replies:
             if isinstance(reply, redis.ResponseError) and _no_group(reply):
                 lost_group = True
             elif isinstance(reply, Exception):
@@ -540,18 +600,58 @@ class RedisBroker:
         redelivered entry (``done.overwrite``: re-read by a restarted child, or reclaimed)
         replaces the record instead (DEL, then push).
         """
-        separate = self.results is not self.client
         pipe = self.results.pipeline(transaction=True)
-        cmd = pipe.execute_command
+        self._queue_results(pipe.execute_command, done, result_ttl_ms)
+        if self.results is not self.client:  # stored (and checked) before anything is acked
+            if done.results or done.states:
+                pipe.execute()
+            pipe = self.client.pipeline(transaction=True)
+        graphs = self._queue_settle(pipe, done, result_ttl_ms)
+        # redis-py loads the scripts first if the server lacks them
+        return _graph_steps(pipe.execute(), graphs, len(done.acks))
+
+    def finish_and_fetch(self, done: Finish, result_ttl_ms: int, consumer: str,
+                         queues: list[str], count: int, counts: list[int] | None = None,
+                         release: Release | None = None
+                         ) -> tuple[list[GraphStep], list[Delivery]]:
+        """:meth:`finish`, then send ``release`` and read the next batch (not blocking), all in
+        one round trip: MULTI ... EXEC, then the release and the XREADGROUPs, in one pipeline.
+        If the transaction fails, this raises; what the read delivered is pending under this
+        consumer and is run again from there (``own_pending``), so nothing is lost."""
+        if self.results is not self.client:  # two stores: the outcomes first, on their own
+            steps = self.finish(done, result_ttl_ms)
+            return steps, self.fetch(consumer, queues, count, 0, counts=counts, release=release)
+        batch = _Commands()
+        cmd = batch.execute_command
+        cmd("MULTI")
+        self._queue_results(cmd, done, result_ttl_ms)
+        graphs = self._queue_settle(batch, done, result_ttl_ms)
+        cmd("EXEC")
+        queued = len(batch)
+        released = self._queue_release(batch, release) if release is not None else 0
+        self._queue_reads(batch, consumer, queues, count, 0, counts)
+        replies = _raw_execute(self.client, batch.commands)
+        # a command refused when queued (OOM) makes EXEC fail too (EXECABORT): nothing applied
+        refused = next((r for r in replies[:queued] if isinstance(r, Exception)), None)
+        if refused is None:
+            refused = next((r for r in replies[queued - 1] if isinstance(r, Exception)), None)
+        if refused is not None:
+            raise refused
+        self._check_released(replies[queued:queued + released], release)
+        steps = _graph_steps(replies[queued - 1], graphs, len(done.acks))
+        return steps, self._read_replies(replies[queued + released:], queues)
+
+    @staticmethod
+    def _queue_results(cmd: Any, done: Finish, result_ttl_ms: int) -> None:
         for task_id, record in done.results:
             _push_result(cmd, task_id, record, result_ttl_ms, task_id in done.overwrite)
         for task_id, record in done.states:
             cmd("SET", keys.state(task_id), record, "PX", result_ttl_ms)
-        if separate:  # results on another Redis: stored (and checked) before anything is acked
-            if done.results or done.states:
-                pipe.execute()
-            pipe = self.client.pipeline(transaction=True)
-            cmd = pipe.execute_command
+
+    def _queue_settle(self, pipe: Any, done: Finish, result_ttl_ms: int) -> list[str]:
+        """Queue the round's dead letters, retries, releases, graph outcomes and then its acks
+        (last: nothing is acked ahead of its outcome); the graph ids, in call order."""
+        cmd = pipe.execute_command
         for queue, fields in done.dead:
             flat = [x for kv in fields.items() for x in kv]
             cmd("XADD", keys.dlq(queue), "*", *flat)
@@ -563,11 +663,7 @@ class RedisBroker:
         for skey, ids in done.acks.items():
             cmd("XACK", skey, keys.GROUP, *ids)
             cmd("XDEL", skey, *ids)
-        replies = pipe.execute()  # redis-py loads the scripts first if the server lacks them
-        if not graphs:
-            return []
-        first = len(replies) - len(done.acks) * 2 - len(graphs)
-        return [(dag_id, replies[first + i]) for i, dag_id in enumerate(graphs)]
+        return graphs
 
     # -- workflow graphs (fastq/workflows/) ------------------------------------------------
     GRAPH_CHUNK = 2000  # hash fields per HSET of a submission
@@ -681,7 +777,7 @@ class RedisBroker:
                 target.execute()
         queues = {queue for queue, *_ in release.sends}
         for queue in queues - self._known_queues:
-            pipe.sadd(keys.QUEUES, queue)
+            pipe.execute_command("SADD", keys.QUEUES, queue)
         self._known_queues |= queues
         for queue, level, due_ms, data, node_id in release.sends:
             target = keys.delayed(queue) if due_ms else keys.stream(queue, level)
@@ -690,9 +786,9 @@ class RedisBroker:
                           [due_ms, member, release.marker_ttl_ms])
         for dag_id, node_ids in release.sent:
             if node_ids:
-                pipe.hdel(keys.graph_outbox(dag_id), *node_ids)
+                pipe.execute_command("HDEL", keys.graph_outbox(dag_id), *node_ids)
         if release.finished:
-            pipe.zrem(keys.GRAPHS, *release.finished)
+            pipe.execute_command("ZREM", keys.GRAPHS, *release.finished)
         return len(pipe) - start
 
     def running_graphs(self, count: int = 1000) -> list[str]:

@@ -82,6 +82,7 @@ class Child:
         self._async_batch: list[tuple[Task, Message, tuple, dict, Delivery]] = []
         self._done = Finish()
         self._release: Release | None = None  # ready workflow nodes not yet sent
+        self._next_batch: list[Delivery] | None = None  # read with the last round's outcomes
         self._last_flush = time.monotonic()
         self._next_heartbeat = 0.0
         self._log = log.bind(consumer=consumer)
@@ -134,38 +135,66 @@ class Child:
         if now >= self._next_reclaim:
             self._next_reclaim = now + self.conf.reclaim_interval_s
             self.reclaim()
-        deliveries = self._fetch(block_ms)
+        deliveries = self._next_batch or self._fetch(block_ms)
+        self._next_batch = None
         if deliveries:
             # The fetch may have blocked for longer than revocation_sync_ms: catch up before
             # running what it brought, so a task revoked meanwhile is not run.
             self._sync_revocations(time.monotonic())
             self.process(deliveries)
+            if self._done and not self.stopping:  # its outcomes and the next read: one trip
+                self._next_batch = self._finish_and_fetch()
+                return len(deliveries)
         self.flush(defer_release=True)  # the ready workflow nodes go out with the next fetch
         return len(deliveries)
 
-    def _fetch(self, block_ms: int) -> list[Delivery]:
-        """Read the next batch. While two or more levels have more waiting than a read takes, the
-        read itself is shared between them by weight (ordering a batch that holds ``prefetch``
-        of each would give every flooded level the same share); other levels are read in full."""
+    def _read_counts(self) -> list[int] | None:
+        """How the next read is shared between levels: None reads ``prefetch`` from every
+        stream. While two or more levels have more waiting than a read takes, the read itself
+        is shared between them by weight (ordering a batch that holds ``prefetch`` of each would
+        give every flooded level the same share); other levels are read in full."""
+        if len(self._flooded) <= 1:
+            return None
         prefetch = self.conf.prefetch
-        counts = None
-        if len(self._flooded) > 1:
-            counts = [prefetch] * keys.LEVELS
-            flooded = [prefetch if level in self._flooded else 0 for level in range(keys.LEVELS)]
-            now = int(time.time() * 1000)
-            ages = [now - ms if ms else 0 for ms in self._newest_ms]
-            plan = plan_levels(flooded, ages, self._fetch_credits, self.conf.priority_weights,
-                               self.conf.priority_ageing_ms, prefetch)
-            for level in self._flooded:
-                counts[level] = plan.count(level)
+        counts = [prefetch] * keys.LEVELS
+        flooded = [prefetch if level in self._flooded else 0 for level in range(keys.LEVELS)]
+        now = int(time.time() * 1000)
+        ages = [now - ms if ms else 0 for ms in self._newest_ms]
+        plan = plan_levels(flooded, ages, self._fetch_credits, self.conf.priority_weights,
+                           self.conf.priority_ageing_ms, prefetch)
+        for level in self._flooded:
+            counts[level] = plan.count(level)
+        return counts
+
+    def _fetch(self, block_ms: int) -> list[Delivery]:
+        """Read the next batch (with the ready workflow nodes of the last round sent first)."""
+        counts = self._read_counts()
         release = self._release
-        deliveries = self.broker.fetch(self.consumer, self.queues, prefetch,
+        deliveries = self.broker.fetch(self.consumer, self.queues, self.conf.prefetch,
                                        0 if counts else block_ms, counts=counts, release=release)
-        if release is not None:  # sent (kept for the next try if the fetch raised)
-            self._release = None
-            self._report_sent(release)
-        self._note_levels(deliveries, counts or [prefetch] * keys.LEVELS)
+        self._read(deliveries, counts, release)
         return deliveries
+
+    def _finish_and_fetch(self) -> list[Delivery]:
+        """:meth:`flush` and the next read in one round trip (not blocking: an empty read is
+        followed by a blocking fetch in the next round)."""
+        done, counts, release = self._done, self._read_counts(), self._release
+        steps, deliveries = self.broker.finish_and_fetch(
+            done, self.result_ttl_ms, self.consumer, self.queues, self.conf.prefetch, counts,
+            release)
+        self._done = Finish()
+        self._read(deliveries, counts, release)
+        self._settled(done, steps)
+        self._last_flush = time.monotonic()
+        return deliveries
+
+    def _read(self, deliveries: list[Delivery], counts: list[int] | None,
+              release: Release | None) -> None:
+        if release is not None:  # sent (kept for the next try if the read raised)
+            if self._release is release:
+                self._release = None
+            self._report_sent(release)
+        self._note_levels(deliveries, counts or [self.conf.prefetch] * keys.LEVELS)
 
     def _note_levels(self, deliveries: list[Delivery], asked: list[int]) -> None:
         """Mark the levels where some stream gave all that was asked of it (more is waiting)."""
@@ -468,12 +497,16 @@ class Child:
             done = self._done
             steps = self.broker.finish(done, self.result_ttl_ms)
             self._done = Finish()
-            if steps:
-                self._advance(steps)
-            self._call_hooks(self._after_flush, self, done)
+            self._settled(done, steps)
         if self._release is not None and not defer_release:
             self._send_release()
         self._last_flush = time.monotonic()
+
+    def _settled(self, done: Finish, steps: list) -> None:
+        """After a round's outcomes are written: what they made ready, then ``after_flush``."""
+        if steps:
+            self._advance(steps)
+        self._call_hooks(self._after_flush, self, done)
 
     def _advance(self, steps) -> None:
         """Build what the round's workflow nodes made ready, to send. Their outcomes and acks
