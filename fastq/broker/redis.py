@@ -516,7 +516,8 @@ class RedisBroker:
         child shares a fetch between levels that all have more waiting than it takes.
 
         ``release`` (workflow nodes the last round made ready) is sent in the same round trip,
-        ahead of the read, which may then return them: a chain step costs no extra round trip."""
+        ahead of the read, which may then return them: their release costs no round trip of
+        its own."""
         if counts is not None or release is not None:
             return self._fetch_pipelined(consumer, queues, count, block_ms, counts, release)
         stream_keys = [k for q in queues for k in keys.streams(q)]
@@ -552,6 +553,8 @@ class RedisBroker:
             if not all(isinstance(r, redis.exceptions.NoScriptError) for r in failed):
                 raise failed[0]
             self.graph_release(release)
+        elif release is not None:  # registered (SADD) with the send: no need again
+            self._known_queues |= {queue for queue, *_ in release.sends}
 
     @staticmethod
     def _queue_reads(pipe: Any, consumer: str, queues: list[str], count: int, block_ms: int,
@@ -607,7 +610,6 @@ class RedisBroker:
                 pipe.execute()
             pipe = self.client.pipeline(transaction=True)
         graphs = self._queue_settle(pipe, done, result_ttl_ms)
-        # redis-py loads the scripts first if the server lacks them
         return _graph_steps(pipe.execute(), graphs, len(done.acks))
 
     def finish_and_fetch(self, done: Finish, result_ttl_ms: int, consumer: str,
@@ -762,6 +764,7 @@ class RedisBroker:
             return pipe.execute()
 
         self._produce(_loading(self.client, op, self._dag_release))
+        self._known_queues |= {queue for queue, *_ in release.sends}
 
     def _queue_release(self, pipe: Any, release: Release) -> int:
         """Queue ``release``'s commands on ``pipe`` (the records of nodes failed upstream go
@@ -775,10 +778,8 @@ class RedisBroker:
                              False)
             if target is not pipe:
                 target.execute()
-        queues = {queue for queue, *_ in release.sends}
-        for queue in queues - self._known_queues:
+        for queue in {queue for queue, *_ in release.sends} - self._known_queues:
             pipe.execute_command("SADD", keys.QUEUES, queue)
-        self._known_queues |= queues
         for queue, level, due_ms, data, node_id in release.sends:
             target = keys.delayed(queue) if due_ms else keys.stream(queue, level)
             member = _delayed_member(level, data) if due_ms else data

@@ -191,8 +191,7 @@ class Child:
     def _read(self, deliveries: list[Delivery], counts: list[int] | None,
               release: Release | None) -> None:
         if release is not None:  # sent (kept for the next try if the read raised)
-            if self._release is release:
-                self._release = None
+            self._release = None
             self._report_sent(release)
         self._note_levels(deliveries, counts or [self.conf.prefetch] * keys.LEVELS)
 

@@ -208,8 +208,9 @@ class Graph:
         now_ms = int(time.time() * 1000)
         sent = []  # the roots' messages, for the after_send hooks
         for node in self.nodes.values():
-            if node.sig is None:  # a task sent outside: only its dependents are written
+            if node.id in kids:
                 fields[f"k:{node.id}"] = " ".join(kids[node.id]).encode()
+            if node.sig is None:  # a task sent outside: only its dependents are written
                 continue
             msg, queue, level, due_ms, data = self._envelope(node, root_id)
             if node.deps or node.errbacks:  # spec: how to send it; its countdown runs from then
@@ -223,8 +224,6 @@ class Graph:
             else:
                 roots.append((queue, level, data, due_ms))
                 sent.append(msg)
-            if node.id in kids:
-                fields[f"k:{node.id}"] = " ".join(kids[node.id]).encode()
             if node.errbacks:
                 fields[f"e:{node.id}"] = msgpack.packb(
                     [self._errback(eb, node, root_id) for eb in node.errbacks])
