@@ -66,8 +66,15 @@ class App:
                  result_backend: str | None = None, *,
                  middleware: Iterable[Middleware] = (), **settings: Any):
         self.main = main
-        self.conf = Settings.from_env(broker_url=broker, result_backend=result_backend, **settings)
+        # ``settings`` is what the engine reads; ``conf`` is what users read and write (the same
+        # object here; Celery's key mapping over it in fastq.compat)
+        self.settings = Settings.from_env(broker_url=broker, result_backend=result_backend,
+                                          **settings)
+        self.conf: Any = self.settings
         self.tasks: dict[str, Task] = {}
+        # Picks the queue of a task that names none: ``router(name, args, kwargs) -> queue | None``
+        # (the compat layer's task_routes); None here, so sending asks nothing.
+        self.router: Callable[[str, tuple, dict], str | None] | None = None
         self._broker: Broker | None = None
         self.middleware: list[Middleware] = []
         self.hooks = Hooks([])
@@ -91,9 +98,9 @@ class App:
     @property
     def broker(self) -> Broker:
         if self._broker is None:
-            url = resolve_broker_url(self.conf.broker_url)
-            self.conf.broker_url = url
-            self._broker = connect(url, self.conf.result_backend)
+            url = resolve_broker_url(self.settings.broker_url)
+            self.settings.broker_url = url
+            self._broker = connect(url, self.settings.result_backend)
         return self._broker
 
     def close(self) -> None:
@@ -119,6 +126,18 @@ class App:
             return task
 
         return register(fn) if fn is not None else register
+
+    def runs_eagerly(self) -> bool:
+        """Whether sending runs the task here instead (Celery's ``task_always_eager``)."""
+        return False
+
+    def import_modules(self) -> None:
+        """Import the modules of ``include`` (where the tasks are): a worker and a beat call this
+        before they start."""
+        import importlib
+
+        for module in self.settings.include:
+            importlib.import_module(module)
 
     def _default_name(self, func: Callable) -> str:
         module = func.__module__

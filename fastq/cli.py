@@ -21,7 +21,10 @@ def _app_option(f):
 def _resolve_app(ctx: click.Context, app_spec: str | None):
     from fastq.loader import load_app
 
-    spec = app_spec or (ctx.obj or {}).get("app_spec")
+    obj = ctx.find_root().obj or {}
+    if obj.get("app") is not None and not app_spec:  # app.start(): the app itself
+        return obj["app"]
+    spec = app_spec or obj.get("app_spec")
     if not spec:
         from fastq.app import App
 
@@ -38,7 +41,7 @@ def _resolve_app(ctx: click.Context, app_spec: str | None):
 @click.pass_context
 def main(ctx: click.Context, app_spec: str | None, broker: str | None) -> None:
     """fastq: a fast, crash-safe task queue on Redis Streams."""
-    ctx.obj = {"app_spec": app_spec}
+    ctx.obj = {**(ctx.obj or {}), "app_spec": app_spec}
     if broker:
         os.environ["FASTQ_BROKER_URL"] = broker
 
@@ -57,24 +60,35 @@ def main(ctx: click.Context, app_spec: str | None, broker: str | None) -> None:
 @click.option("--without-gossip", is_flag=True, hidden=True)
 @click.option("--without-mingle", is_flag=True, hidden=True)
 @click.option("--without-heartbeat", is_flag=True, hidden=True)
+@click.option("--max-tasks-per-child", type=int, default=None,
+              help="Replace a child after it ran this many tasks")
+@click.option("--max-memory-per-child", type=int, default=None,
+              help="Replace a child once its resident memory exceeds this many KiB")
 @click.option("-B", "--beat", "embed_beat", is_flag=True,
               help="Also run a beat (periodic tasks) in a process of its own")
 @click.pass_context
 def worker(ctx, app_spec, concurrency, queues, prefetch, prefetch_multiplier, loglevel, name, pool,
            task_events, optimization, without_gossip, without_mingle, without_heartbeat,
-           embed_beat):
+           max_tasks_per_child, max_memory_per_child, embed_beat):
     """Start a worker: a supervisor and N child processes."""
     from fastq.worker.supervisor import Supervisor
 
     log.configure(loglevel)
     app = _resolve_app(ctx, app_spec)
+    app.import_modules()
+    prefetch = prefetch or prefetch_multiplier
     if prefetch:
-        app.conf.prefetch = prefetch
+        app.settings.prefetch = prefetch
+    if max_tasks_per_child is not None:
+        app.settings.max_tasks_per_child = max_tasks_per_child
+    if max_memory_per_child is not None:
+        app.settings.max_memory_per_child = max_memory_per_child
     if pool and pool not in ("prefork", "processes"):
         click.echo(f"note: --pool {pool} ignored; fastq children are processes with an event loop "
                    "for async tasks", err=True)
     qs = [q for q in (queues or app.conf.default_queue).split(",") if q]
-    sup = Supervisor(app, concurrency or os.cpu_count() or 1, qs, name=name)
+    sup = Supervisor(app, concurrency or app.settings.concurrency or os.cpu_count() or 1, qs,
+                     name=name)
     if not embed_beat:
         sys.exit(sup.run())
     beat_pid = _fork_beat(app)
@@ -426,6 +440,7 @@ def beat(ctx, app_spec, loglevel, schedule_file, max_interval):
 
     log.configure(loglevel)
     app = _resolve_app(ctx, app_spec)
+    app.import_modules()
     _check_beat_schedule(app)
     scheduler = Beat(app)
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -21,6 +21,12 @@ class Settings(BaseModel):
                                 description="seconds a running workflow graph is kept at most")
     workflow_sweep_s: float = Field(1.0, gt=0, description="how often a supervisor looks for "
                                     "workflow nodes left unsent by a worker that died")
+    include: list[str] = []  # modules a worker (and beat) imports at start: where the tasks are
+    concurrency: int | None = Field(None, ge=1, description="worker children; None = the cores")
+    max_tasks_per_child: int = Field(0, ge=0, description="a child that ran this many tasks is "
+                                     "replaced by a fresh one (0 = never)")
+    max_memory_per_child: int = Field(0, ge=0, description="KiB of resident memory after which a "
+                                      "child is replaced once its task is done (0 = never)")
     default_queue: str = "default"
     default_priority: int = Field(2, ge=0, le=4)
     serializer: str = "msgpack"
@@ -95,6 +101,6 @@ class Settings(BaseModel):
         for name in cls.model_fields:
             env = os.environ.get(f"FASTQ_{name.upper()}")
             if env is not None:
-                values[name] = env.split(",") if name == "accept_content" else env
+                values[name] = env.split(",") if name in ("accept_content", "include") else env
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

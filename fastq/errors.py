@@ -71,6 +71,25 @@ class TaskRevokedError(FastqError):
     """The task was revoked (or expired) before or while it ran."""
 
 
+class Ignore(FastqError):  # noqa: N818 - Celery's name
+    """Raised by a task: acknowledge its message and write no outcome (its state stays as the
+    task left it, e.g. through ``update_state``)."""
+
+
+class Reject(FastqError):  # noqa: N818 - Celery's name
+    """Raised by a task: refuse its message. ``requeue=True`` puts it back in its queue (it runs
+    again); otherwise it is kept in the dead-letter queue with ``reason`` and its state is
+    REJECTED."""
+
+    def __init__(self, reason: object = None, requeue: bool = False):
+        super().__init__(reason, requeue)
+        self.reason = reason
+        self.requeue = requeue
+
+    def __str__(self) -> str:
+        return f"rejected: {self.reason}" if self.reason is not None else "rejected"
+
+
 class WorkflowError(FastqError, ValueError):
     """A workflow that cannot run (a cycle, an unknown node, an empty chain): nothing was sent."""
 

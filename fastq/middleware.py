@@ -11,8 +11,8 @@ Where each hook fires:
   is encoded: it may change ``message.options`` (headers) or raise to refuse the send;
   ``after_send(app, message)`` once it is sent (in a batch: when the batch is written);
 - processes: ``worker_boot(worker)`` in the supervisor before it forks, ``child_init(child)`` in
-  each child as it starts (again after a restart), ``worker_shutdown(worker)`` in the supervisor on
-  its way out;
+  each child as it starts (again after a restart), ``child_shutdown(child)`` as a child stops
+  warm, ``worker_shutdown(worker)`` in the supervisor on its way out;
 - per task, in the child: ``before_execute(task, message)`` (raise :class:`SkipMessage` to ack the
   message without running it), ``after_execute(task, message, result=None, exc=None)``,
   ``on_retry(task, message, exc, countdown)``, ``on_dead_letter(message, reason)`` (``message`` is
@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from fastq.broker.base import Finish
     from fastq.message import Message
 
-HOOKS = ("before_send", "after_send", "worker_boot", "child_init", "worker_shutdown",
+HOOKS = ("before_send", "after_send", "worker_boot", "child_init", "child_shutdown",
+         "worker_shutdown",
          "before_execute", "after_execute", "on_retry", "on_dead_letter", "after_flush")
 
 
@@ -71,6 +72,8 @@ class Middleware:
     def worker_boot(self, worker: Any) -> None: ...
 
     def child_init(self, child: Any) -> None: ...
+
+    def child_shutdown(self, child: Any) -> None: ...
 
     def worker_shutdown(self, worker: Any) -> None: ...
 

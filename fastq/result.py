@@ -7,6 +7,7 @@ result instead of a value plus a separate notice list, and no window between "ch
 from __future__ import annotations
 
 import builtins
+import sys
 import time
 import traceback as tb_module
 from typing import TYPE_CHECKING, Any
@@ -46,15 +47,35 @@ def success_record(value: Any, task_name: str, codec: int, threshold: int) -> by
         return exception_record(exc, task_name, codec, threshold)
 
 
-def rebuild_exception(type_name: str, args: list, message: str, trace: str | None) -> BaseException:
-    """Builtin exceptions (and UpstreamFailed, which carries its cause) come back with their
-    own type; anything else as TaskError."""
+def state_record(state: str, meta: Any, task_name: str, codec: int, threshold: int) -> bytes:
+    """A non-terminal record (``update_state``: a custom state such as PROGRESS, or STARTED)
+    whose value is ``meta``."""
+    return pack_value([state, meta, None, None, None, int(time.time() * 1000), task_name],
+                      codec, threshold)
+
+
+def _exception_class(type_name: str) -> Any:
+    """The class a record's exception type names: a builtin, or a class of a module this process
+    has imported already (a project's own exceptions, fastq's); never imports anything."""
     if "." not in type_name:
-        cls = getattr(builtins, type_name, None)
-    elif type_name == _UPSTREAM_FAILED:
-        cls = errors.UpstreamFailed
-    else:
-        cls = None
+        return getattr(builtins, type_name, None)
+    if type_name == _UPSTREAM_FAILED:
+        return errors.UpstreamFailed
+    module_name, _, qualname = type_name.rpartition(".")
+    obj: Any = sys.modules.get(module_name)
+    while obj is None and "." in module_name:  # a nested class: module.Outer.Inner
+        module_name, _, outer = module_name.rpartition(".")
+        qualname = f"{outer}.{qualname}"
+        obj = sys.modules.get(module_name)
+    for part in qualname.split(".") if obj is not None else ():
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def rebuild_exception(type_name: str, args: list, message: str, trace: str | None) -> BaseException:
+    """The exception with its own type when this process knows the class (a builtin, or one of
+    an imported module: the project's own exceptions, fastq's); else a TaskError naming it."""
+    cls = _exception_class(type_name)
     if isinstance(cls, type) and issubclass(cls, BaseException):
         try:
             exc = cls(*args)
@@ -143,15 +164,23 @@ class AsyncResult:
 
     @property
     def result(self) -> Any:
-        """The return value, or the exception instance for a failed task, or None while pending."""
-        record = self._load()
+        """The return value, or the exception instance for a failed task; while it runs, the
+        ``meta`` of its latest ``update_state`` (or the exception of a RETRY); None while
+        pending."""
+        record = self._latest()
         if not record:
             return None
-        if record[0] == states.SUCCESS:
+        if record[2] is None:  # SUCCESS, or a custom state's meta
             return record[1]
         return rebuild_exception(record[2], record[3], record[1], record[4])
 
     info = result
+
+    @property
+    def name(self) -> str | None:
+        """The task's name, once a record of it exists."""
+        record = self._latest()
+        return record[6] if record and len(record) > 6 else None
 
     @property
     def traceback(self) -> str | None:
@@ -170,3 +199,60 @@ class AsyncResult:
     def forget(self) -> None:
         self.app.broker.forget_result(self.id)
         self._record = None
+
+
+class EagerResult(AsyncResult):
+    """The outcome of a task run here and now (``task.apply()``, or ``task_always_eager``):
+    holds its value or exception itself and never talks to a broker."""
+
+    __slots__ = ("_value", "_state", "_traceback", "_exc")
+
+    def __init__(self, id: str, value: Any, state: str, traceback: str | None = None,  # noqa: A002
+                 app: App | None = None, exc: BaseException | None = None):
+        super().__init__(id, app)
+        self._value = value
+        self._state = state
+        self._traceback = traceback
+        self._exc = exc
+
+    def __repr__(self) -> str:
+        return f"<EagerResult: {self.id}>"
+
+    def get(self, timeout: float | None = None, propagate: bool = True, **_celery_opts) -> Any:
+        if self._exc is not None:
+            if propagate:
+                raise self._exc
+            return self._exc
+        return self._value
+
+    wait = get
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    status = state
+
+    @property
+    def result(self) -> Any:
+        return self._exc if self._exc is not None else self._value
+
+    info = result
+
+    @property
+    def traceback(self) -> str | None:
+        return self._traceback
+
+    @property
+    def date_done(self) -> float | None:
+        return None
+
+    @property
+    def name(self) -> str | None:
+        return None
+
+    def forget(self) -> None:
+        pass
+
+    def revoke(self, terminate: bool = False, **_celery_opts) -> None:
+        pass

@@ -1,7 +1,7 @@
 """Retry policies: which failures are retried, and after how long.
 
 Retries never sleep in a worker: the next attempt is written to the queue's delayed set and comes
-back when due. Celery's option names are accepted (autoretry_for, default_retry_delay,
+back when due. Celery's option names are accepted (autoretry_for, dont_autoretry_for, default_retry_delay,
 retry_backoff, retry_backoff_max, retry_jitter).
 """
 from __future__ import annotations
@@ -46,6 +46,7 @@ class RetryPolicy:
     backoff_max: float = 600.0
     jitter: bool = True
     schedule: tuple[float, ...] = ()
+    dont_retry_for: tuple[type[BaseException], ...] = ()  # never retried, even if in retry_for
 
     def delay_for(self, retries_done: int, rng: Callable[[], float] = random.random) -> float:
         if self.schedule:
@@ -56,7 +57,8 @@ class RetryPolicy:
         return self.delay
 
     def retries_automatically(self, exc: BaseException) -> bool:
-        return bool(self.retry_for) and isinstance(exc, self.retry_for)
+        return bool(self.retry_for) and isinstance(exc, self.retry_for) \
+            and not isinstance(exc, self.dont_retry_for)
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> RetryPolicy:
@@ -64,6 +66,7 @@ class RetryPolicy:
         retry_for = options.pop("retry_for", None) or options.pop("autoretry_for", None) or ()
         backoff = options.pop("retry_backoff", 0)
         schedule: Sequence[float] = options.pop("retry_schedule", None) or ()
+        dont = options.pop("dont_retry_for", None) or options.pop("dont_autoretry_for", None) or ()
         return cls(
             max_retries=int(options.pop("max_retries", 3)),
             retry_for=tuple(retry_for),
@@ -73,6 +76,7 @@ class RetryPolicy:
             backoff_max=seconds("retry_backoff_max", options.pop("retry_backoff_max", 600.0)),
             jitter=bool(options.pop("retry_jitter", True)),
             schedule=tuple(seconds("retry_schedule delays", d) for d in schedule),
+            dont_retry_for=tuple(dont),
         )
 
 

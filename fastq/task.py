@@ -6,17 +6,18 @@ import functools
 import inspect
 import math
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from fastq import keys
+from fastq import keys, states
 from fastq._core import encode_message, pack_body
 from fastq.errors import BrokerUnavailable, EncodeError
 from fastq.message import CODEC_NAMES, Message, new_task_id
 from fastq.ratelimit import parse_rate
-from fastq.result import AsyncResult
+from fastq.result import AsyncResult, EagerResult, state_record
 from fastq.retry import MaxRetriesExceededError, Retry, RetryPolicy, seconds
 from fastq.workflows.canvas import Signature, chunks, group
 from fastq.workflows.graph import submit
@@ -86,7 +87,8 @@ class Task:
         self.retry_policy = RetryPolicy.from_options(options)
         self.soft_limit_ms = _seconds_ms("soft_time_limit", options.pop("soft_time_limit", None))
         self.hard_limit_ms = _seconds_ms("time_limit", options.pop("time_limit", None))
-        self.rate_limit = parse_rate(options.pop("rate_limit", None))
+        self.rate_limit = options.pop("rate_limit", None)  # as given ("100/s"), Celery's attribute
+        self.rate = parse_rate(self.rate_limit)  # tokens per second, or None for no limit
         self.expires = options.pop("expires", None)
         self.unique_key = options.pop("unique_key", None)  # str, or callable(*args, **kwargs)
         self.unique_for_ms = _seconds_ms("unique_for", options.pop("unique_for", 3600))
@@ -112,7 +114,7 @@ class Task:
 
     @property
     def codec(self) -> int:
-        return CODEC_NAMES[self.serializer or self.app.conf.serializer]
+        return CODEC_NAMES[self.serializer or self.app.settings.serializer]
 
     def retry(self, exc: BaseException | None = None, countdown: float | None = None,
               max_retries: int | None = None, **_celery_opts: Any) -> Retry:
@@ -121,12 +123,64 @@ class Task:
         limit = self.retry_policy.max_retries if max_retries is None else max_retries
         if countdown is not None:
             seconds("countdown", countdown)
-        msg = self.request
+        msg = current_request.get()
         if msg is not None and msg.attempt >= limit:
             if exc is not None:
                 raise exc
             raise MaxRetriesExceededError(f"{self.name}[{msg.id}] retried {msg.attempt} times")
         raise Retry(exc, countdown, max_retries)
+
+    def update_state(self, task_id: str | None = None, state: str | None = None,
+                     meta: Any = None, **_celery_opts: Any) -> None:
+        """Record a state of the running task now (e.g. ``state="PROGRESS", meta={"done": 3}``):
+        ``AsyncResult.state`` and ``.info`` show it until the task's outcome replaces it."""
+        msg = current_request.get()
+        task_id = task_id or (msg.id if msg is not None else None)
+        if task_id is None:
+            raise ValueError("update_state outside a running task needs a task_id")
+        if msg is not None and eager_run.get():
+            return  # an eager run has no broker to tell (Celery's eager update_state is a no-op)
+        conf = self.app.settings
+        record = state_record(state or states.PENDING, meta, self.name, self.codec,
+                              conf.compress_threshold)
+        self.app.broker.set_state(task_id, record, int(conf.result_expires * 1000))
+
+    def apply(self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None, *,
+              task_id: str | None = None, throw: bool = False, retries: int = 0,
+              **_options: Any) -> EagerResult:
+        """Run the task here and now, as a worker would (``self.request`` set, retries run at once,
+        without waiting), and return an :class:`EagerResult`; ``throw`` re-raises its exception."""
+        args, kwargs = tuple(args or ()), dict(kwargs or {})
+        msg = Message(task_id or new_task_id(), self.name, attempt=retries)
+        token, eager = current_request.set(msg), eager_run.set(True)
+        try:
+            while True:
+                try:
+                    value = self.invoke(*args, **kwargs)
+                except Exception as exc:  # noqa: BLE001 - it becomes the result
+                    if self._retries_now(exc, msg):
+                        msg.attempt += 1
+                        continue
+                    if throw:
+                        raise
+                    return EagerResult(msg.id, None, states.FAILURE,
+                                       "".join(traceback.format_exception(exc)), self.app,
+                                       exc.exc if isinstance(exc, Retry) and exc.exc else exc)
+                return EagerResult(msg.id, value, states.SUCCESS, None, self.app)
+        finally:
+            current_request.reset(token)
+            eager_run.reset(eager)
+
+    def _retries_now(self, exc: BaseException, msg: Message) -> bool:
+        """In an eager run: whether ``exc`` asks for another attempt (``self.retry()``, or an
+        exception of ``autoretry_for``) that is still allowed."""
+        if isinstance(exc, Retry):
+            limit = self.retry_policy.max_retries if exc.max_retries is None else exc.max_retries
+        elif self.retry_policy.retries_automatically(exc):
+            limit = self.retry_policy.max_retries
+        else:
+            return False
+        return msg.attempt < limit
 
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
         """Send with default options: ``task.delay(1, 2)`` is ``task.apply_async((1, 2))``."""
@@ -138,7 +192,8 @@ class Task:
                     countdown: float | None = None, eta: datetime | float | None = None,
                     expires: datetime | float | None = None, soft_time_limit: float | None = None,
                     time_limit: float | None = None, unique_key: str | None = None,
-                    unique_for: float | None = None, **options: Any) -> AsyncResult:
+                    unique_for: float | None = None, headers: dict[str, Any] | None = None,
+                    ignore_result: bool | None = None, **options: Any) -> AsyncResult:
         """Send the task; returns its AsyncResult at once (inside ``app.batch()`` nothing is sent
         until the block ends).
 
@@ -146,6 +201,8 @@ class Task:
         message waits in Redis, not in a worker. ``expires`` (seconds from now, datetime or
         epoch) makes a worker skip it once past. A ``unique_key`` held by a task that is still
         queued or running returns that task's result instead of sending a second one.
+        ``headers`` travel with the message (``message.options``; Celery's ``request.<name>``);
+        ``ignore_result=True`` stores no result for this call.
         """
         edges = {k: options.pop(k) for k in ("link", "link_error", "depends_on")
                  if options.get(k) is not None}
@@ -158,8 +215,11 @@ class Task:
             return submit(Signature(self, args, kwargs, {
                 **{k: v for k, v in sent.items() if v is not None}, **edges}))
         how = self._resolve(queue, priority, serializer, countdown, eta, expires, soft_time_limit,
-                            time_limit, unique_key, unique_for)
-        return self._send(how, task_id or new_task_id(), args or (), kwargs or {})
+                            time_limit, unique_key, unique_for, args or (), kwargs)
+        extra = dict(headers) if headers else None
+        if ignore_result:
+            extra = {**(extra or {}), IGNORE_RESULT: True}
+        return self._send(how, task_id or new_task_id(), args or (), kwargs or {}, extra)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature: this task with partial arguments (a chain prepends the previous result)."""
@@ -193,9 +253,11 @@ class Task:
                  serializer: str | None = None, countdown: float | None = None,
                  eta: datetime | float | None = None, expires: datetime | float | None = None,
                  soft_time_limit: float | None = None, time_limit: float | None = None,
-                 unique_key: Any = None, unique_for: float | None = None) -> _Sending:
-        """apply_async's options, checked and merged with the task's and the app's defaults."""
-        conf = self.app.conf
+                 unique_key: Any = None, unique_for: float | None = None,
+                 args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None) -> _Sending:
+        """apply_async's options, checked and merged with the task's and the app's defaults.
+        The queue: the one given, else the task's, else the app's router's, else the default."""
+        conf = self.app.settings
         if priority is not None:
             level = resolve_priority(priority)
         elif self.priority is not None:
@@ -214,6 +276,9 @@ class Task:
         if expires is not None:
             expires_ms = _epoch_ms("expires", expires) if isinstance(expires, datetime) else \
                 int(time.time() * 1000) + _seconds_ms("expires", expires)
+        if not queue and not self.queue:
+            router = self.app.router
+            queue = router(self.name, args, kwargs or {}) if router is not None else None
         return _Sending(
             queue or self.queue or conf.default_queue, level,
             CODEC_NAMES[serializer] if serializer else self.codec, due_ms, expires_ms,
@@ -222,8 +287,8 @@ class Task:
             unique_key or self.unique_key,
             _seconds_ms("unique_for", unique_for) or self.unique_for_ms)
 
-    def _send(self, how: _Sending, task_id: str, args: Iterable[Any], kwargs: dict[str, Any]
-              ) -> AsyncResult:
+    def _send(self, how: _Sending, task_id: str, args: Iterable[Any], kwargs: dict[str, Any],
+              options: dict[str, Any] | None = None) -> AsyncResult:
         """Encode one message and send it (or add it to the open batch)."""
         app = self.app
         key = how.unique_key
@@ -235,7 +300,8 @@ class Task:
                 return AsyncResult(owner, app)
         hooks = app.hooks
         try:
-            msg, data = self._envelope(how, task_id, args, kwargs, idem_key=key or None)
+            msg, data = self._envelope(how, task_id, args, kwargs, idem_key=key or None,
+                                       **({"options": options} if options else {}))
             sent_now = app.send_message(how.queue, how.level, data, how.due_ms,
                                         msg if hooks.after_send else None)
         except BaseException:
@@ -251,7 +317,11 @@ class Task:
         """The message and its encoded envelope, after the ``before_send`` hooks (which may add
         options or refuse it). ``fields``: more Message fields (dag_id, parent_id, options ...)."""
         app = self.app
-        conf = app.conf
+        conf = app.settings
+        if "parent_id" not in fields:  # sent by a running task: it is the parent (as in Celery)
+            parent = current_request.get()
+            if parent is not None:
+                fields["parent_id"], fields["root_id"] = parent.id, parent.root_id or parent.id
         body, compressed = pack_body(args, kwargs, how.codec, conf.compress_threshold)
         msg = Message(task_id, self.name, body, how.codec, compressed, how.level, 0,
                       how.due_ms, how.expires_ms, how.soft_ms, how.hard_ms, **fields)
@@ -291,5 +361,9 @@ class _Sending:
     unique_for_ms: int
 
 
+IGNORE_RESULT = "fastq.ignore_result"  # a message option: this call's result is not stored
+
 current_request: contextvars.ContextVar[Message | None] = contextvars.ContextVar(
     "fastq_request", default=None)
+eager_run: contextvars.ContextVar[bool] = contextvars.ContextVar("fastq_eager", default=False)
+"""True while a task runs through :meth:`Task.apply` (Celery's ``request.is_eager``)."""

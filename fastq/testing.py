@@ -95,7 +95,7 @@ def worker_thread(app: App, queues: str | Iterable[str] | None = None,
     child = Child(app, f"testing:thread:{next(_thread_ids)}", _queues(app, queues),
                   handle_signals=False)  # signal handlers can only be set in the main thread
     # Block briefly per fetch so that stop() takes effect quickly (the app's settings stay as is).
-    child.conf = app.conf.model_copy(update={"block_ms": min(app.conf.block_ms, 50)})
+    child.conf = app.settings.model_copy(update={"block_ms": min(app.settings.block_ms, 50)})
     errors: list[BaseException] = []
 
     def serve() -> None:

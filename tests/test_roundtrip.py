@@ -50,14 +50,21 @@ def test_builtin_exceptions_propagate_with_their_type(app, worker, kind, exc_typ
     assert "went wrong" in result.traceback and "tests/apps/basic.py" in result.traceback
 
 
-def test_other_exceptions_come_back_as_task_error(app, worker):
-    from tests.apps.basic import fail
+def test_a_projects_own_exceptions_come_back_as_themselves(app, worker):
+    from tests.apps.basic import CustomError, fail
 
-    with pytest.raises(TaskError) as info:
+    with pytest.raises(CustomError, match="custom!") as info:  # its module is imported here
         fail.delay("CustomError", "custom!").get(timeout=10)
-    assert info.value.remote_type == "tests.apps.basic.CustomError"
-    assert info.value.remote_message == "custom!"
-    assert "CustomError" in info.value.remote_traceback
+    assert any("CustomError" in note for note in info.value.__notes__)
+
+
+def test_exceptions_of_modules_not_imported_here_come_back_as_task_error():
+    from fastq.result import rebuild_exception
+
+    exc = rebuild_exception("nowhere_imported.errors.Broken", ["x"], "it broke", "Traceback...")
+    assert isinstance(exc, TaskError) and exc.remote_type == "nowhere_imported.errors.Broken"
+    assert exc.remote_message == "it broke" and exc.remote_traceback == "Traceback..."
+    assert isinstance(rebuild_exception("os.getcwd", [], "m", None), TaskError)  # not a class
 
 
 def test_get_without_propagate_returns_the_exception(app, worker):
@@ -112,9 +119,8 @@ def test_result_not_encodable_is_a_failure(app, worker):
     from fastq.errors import EncodeError
     from tests.apps.basic import not_json_serializable
 
-    with pytest.raises(TaskError) as info:
+    with pytest.raises(EncodeError):
         not_json_serializable.delay().get(timeout=10)
-    assert info.value.remote_type == f"{EncodeError.__module__}.EncodeError"
 
 
 def test_async_task_runs_on_the_child_event_loop(app, worker):

@@ -122,7 +122,7 @@ def test_failure_mid_chain_fails_the_rest_and_fires_link_error_once(fapp, worker
     wait_for(lambda: r.llen("flows:errors") >= 1, 20, message="the errback")
     time.sleep(0.5)  # nothing else may arrive
     assert [msgpack.unpackb(x) for x in r.lrange("flows:errors", 0, -1)] == [
-        [failed.id, "TaskError", "tests.apps.flows.Boom: it broke", True]]
+        [failed.id, "Boom", "it broke", True]]  # the worker knows Boom: rebuilt as itself
     # the old form gets the failed task's id
     one = fail.apply_async((1,), link_error=on_error_old.si())
     with pytest.raises(Exception, match="it broke"):

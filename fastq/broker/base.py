@@ -193,6 +193,11 @@ class ResultStore(Protocol):
     def peek_results(self, task_ids: Sequence[str]) -> list[bytes | None]:
         """The terminal records of many tasks, in order (None where there is none), pipelined."""
 
+    def set_state(self, task_id: str, record: bytes, ttl_ms: int) -> None:
+        """Write a non-terminal state record now (``update_state``, STARTED), not with the round's
+        outcomes: it is read while the task still runs."""
+        raise NotImplementedError
+
     def peek_state(self, task_id: str) -> bytes | None:
         """The latest non-terminal state record (RETRY, STARTED ...)."""
 

@@ -944,6 +944,9 @@ class RedisBroker:
                 out.append(fields)
         return cursor, out
 
+    def set_state(self, task_id: str, record: bytes, ttl_ms: int) -> None:
+        self.results.set(keys.state(task_id), record, px=ttl_ms)
+
     def peek_state(self, task_id: str) -> bytes | None:
         return self.results.get(keys.state(task_id))
 

@@ -36,10 +36,17 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("fastq.worker")
 TRANSIENT = (BrokerUnavailable, ConnectionError, TimeoutError)
+REFUSED = (states.IGNORED, states.REJECTED)  # the task raised Ignore or Reject: not a failure
 
 
 def _entry_ms(entry_id: bytes) -> int:
     return int(entry_id[:entry_id.index(b"-")]) if isinstance(entry_id, bytes) else 0
+
+
+def _peak_rss_kib() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
 
 def _on_soft_limit(_signum, _frame):
@@ -57,7 +64,7 @@ class Child:
         self.parent_pid = parent_pid  # stop (warm) when this process is no longer our parent
         self.slots = slots  # shared with the supervisor (time limits, revoke, watchdog)
         self.slot = slot
-        self.conf = app.conf
+        self.conf = app.settings  # the engine's settings (app.conf may be Celery's mapping over them)
         self.consumer = consumer
         self.queues = queues
         self.broker = broker or app.broker
@@ -97,11 +104,14 @@ class Child:
         self._lean_gates = rest
         self._watch = DependencyWatch(app)  # built in: depends_on waits on tasks run here
         self._after_flush = (self._watch.after_flush, *self.hooks.after_flush)
+        self.worn_out = False
+        self._recycles = bool(self.conf.max_tasks_per_child or self.conf.max_memory_per_child)
         self._call_hooks(self.hooks.child_init, self)
 
     # -- the loop ---------------------------------------------------------------------------
-    def run(self) -> None:
-        """Serve until stopped. Broker outages are retried with backoff, never fatal."""
+    def run(self) -> bool:
+        """Serve until stopped. Broker outages are retried with backoff, never fatal. True when
+        the child stopped to be replaced (``max_tasks_per_child``, ``max_memory_per_child``)."""
         if self.handle_signals:
             self._install_signals()
         self._log.info("child ready", pid=os.getpid(), queues=self.queues)
@@ -113,9 +123,11 @@ class Child:
             self._with_retry(lambda: self.run_once(self.conf.block_ms))
         self._with_retry(self.flush)
         self._leave_groups()
+        self._call_hooks(self.hooks.child_shutdown, self)
         if self._loop is not None:
             self._loop.close()
         self._log.info("child stopped", processed=self.processed)
+        return self.worn_out
 
     def run_once(self, block_ms: int) -> int:
         """One round: fetch a batch (blocking up to ``block_ms``), run it, write its outcomes."""
@@ -142,6 +154,8 @@ class Child:
             # running what it brought, so a task revoked meanwhile is not run.
             self._sync_revocations(time.monotonic())
             self.process(deliveries)
+            if self._recycles:
+                self._check_worn_out()
             if self._done and not self.stopping:  # its outcomes and the next read: one trip
                 self._next_batch = self._finish_and_fetch()
                 return len(deliveries)
@@ -204,6 +218,21 @@ class Child:
         full = {level for (_, level), n in per_stream.items() if n >= asked[level]}
         # a flooded level the plan gave no share this time is still flooded
         self._flooded = full | {level for level in self._flooded if asked[level] == 0}
+
+    def _check_worn_out(self) -> None:
+        """Stop (warm) to be replaced by a fresh child once this one ran ``max_tasks_per_child``
+        tasks or grew past ``max_memory_per_child`` KiB (peak resident size, as Celery reads)."""
+        conf = self.conf
+        ran = self.processed + self.failed
+        if conf.max_tasks_per_child and ran >= conf.max_tasks_per_child:
+            why = f"ran {ran} tasks (max_tasks_per_child={conf.max_tasks_per_child})"
+        elif conf.max_memory_per_child and _peak_rss_kib() > conf.max_memory_per_child:
+            why = (f"uses {_peak_rss_kib()} KiB (max_memory_per_child="
+                   f"{conf.max_memory_per_child})")
+        else:
+            return
+        self._log.info("child will be replaced", reason=why)
+        self.worn_out = self.stopping = True
 
     def recover_own_pending(self) -> int:
         """Run what this consumer name had fetched but not acked (a crashed predecessor's batch)."""
@@ -397,6 +426,11 @@ class Child:
                 self._log.info("task will be retried", task=task.name, id=msg.id,
                                attempt=msg.attempt, error=repr(exc))
                 self._call_hooks(self.hooks.on_retry, task, msg, exc, failed.countdown)
+            elif failed.state in REFUSED:
+                self._log.info("task refused its message", task=task.name, id=msg.id,
+                               outcome=failed.state, reason=str(exc))
+                if failed.dead_reason:
+                    self._call_hooks(self.hooks.on_dead_letter, msg, failed.dead_reason)
             else:
                 self.failed += 1
                 self._log.error("task failed", task=task.name, id=msg.id, error=repr(exc))

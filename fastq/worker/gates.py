@@ -67,7 +67,7 @@ class RateLimited(Middleware):
     @staticmethod
     def wanted(child: Child) -> bool:
         """Only a worker with a rate limit somewhere pays for this step."""
-        return bool(child.conf.queue_rate_limits) or any(t.rate_limit for t in child.tasks.values())
+        return bool(child.conf.queue_rate_limits) or any(t.rate for t in child.tasks.values())
 
     def new_batch(self) -> None:
         self._denied.clear()
@@ -75,11 +75,11 @@ class RateLimited(Middleware):
     def before_execute(self, task: Task, message: Message) -> None:
         queue = keys.parse_stream(self.child.current_stream)[0] if self.queue_rates else None
         queue_rate = self.queue_rates.get(queue) if queue else None
-        if not (task.rate_limit or queue_rate):
+        if not (task.rate or queue_rate):
             return
         buckets = []
-        if task.rate_limit:
-            buckets.append((keys.rate_task(task.name), task.rate_limit))
+        if task.rate:
+            buckets.append((keys.rate_task(task.name), task.rate))
         if queue_rate:
             buckets.append((keys.rate_queue(queue), queue_rate))
         for key, rate in buckets:

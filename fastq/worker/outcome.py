@@ -15,10 +15,11 @@ import msgpack
 from fastq import states
 from fastq._core import decode_message, encode_message
 from fastq.broker.base import Finish
-from fastq.errors import DeadLettered, DecodeError, TaskRevokedError
+from fastq.errors import DeadLettered, DecodeError, Ignore, Reject, TaskRevokedError
 from fastq.middleware import SkipMessage
 from fastq.result import exception_record, success_record
 from fastq.retry import Retry
+from fastq.task import IGNORE_RESULT
 
 if TYPE_CHECKING:
     from fastq.message import Message
@@ -26,9 +27,10 @@ if TYPE_CHECKING:
 
 
 def succeeded(done: Finish, task: Task, msg: Message, value, threshold: int) -> None:
-    if msg.dag_id or not task.ignore_result:  # a workflow node's dependents need the value
+    keep = not task.ignore_result and not (msg.options and IGNORE_RESULT in msg.options)
+    if msg.dag_id or keep:  # a workflow node's dependents need the value
         record = success_record(value, task.name, msg.codec, threshold)
-        if not task.ignore_result:
+        if keep:
             done.results.append((msg.id, record))
         if msg.dag_id:
             done.nodes.append((msg.dag_id, msg.id, "s", record))
@@ -66,6 +68,8 @@ def failed(done: Finish, task: Task, msg: Message, queue: str, exc: BaseExceptio
     A task that was retried and has no attempts left also goes to the dead-letter queue, with the
     error of every attempt.
     """
+    if isinstance(exc, Ignore | Reject):
+        return _refused(done, task, msg, queue, exc, threshold, consumer, entry)
     policy = task.retry_policy
     requested = isinstance(exc, Retry)
     cause = exc.exc if requested and exc.exc is not None else exc
@@ -90,6 +94,24 @@ def failed(done: Finish, task: Task, msg: Message, queue: str, exc: BaseExceptio
                     settled=True)  # its FAILURE, with the task's own error, is written above
         return Failed(states.FAILURE, 0.0, reason)
     return Failed(states.FAILURE)
+
+
+def _refused(done: Finish, task: Task, msg: Message, queue: str, exc: Ignore | Reject,
+             threshold: int, consumer: str, entry: bytes | None) -> Failed:
+    """The task raised Ignore (no outcome) or Reject: back in its queue with ``requeue``, else
+    kept in the DLQ with the reason and recorded REJECTED. Either way this delivery is acked."""
+    if isinstance(exc, Reject) and exc.requeue:
+        done.delayed.append((queue, msg.priority, int(time.time() * 1000), encode_message(msg)))
+        return Failed(states.REJECTED)
+    if msg.idem_key:
+        done.releases.append((msg.idem_key, msg.id))
+    if isinstance(exc, Ignore):
+        return Failed(states.IGNORED)
+    record = exception_record(exc, task.name, msg.codec, threshold, state=states.REJECTED)
+    _terminal_failure(done, msg, record, True)
+    reason = str(exc)
+    dead_letter(done, queue, encode_message(msg), reason, msg, consumer, entry, settled=True)
+    return Failed(states.REJECTED, 0.0, reason)
 
 
 def retry(done: Finish, task: Task, msg: Message, queue: str, exc: BaseException,

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("fastq.supervisor")
 RESTART_BACKOFF_MAX = 5.0
+WORN_OUT = 3  # a child's exit code when it stopped to be replaced (replaced at once, no back-off)
 MAINTENANCE_S = 30.0
 
 
@@ -137,9 +138,9 @@ class Supervisor:
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
                     signal.signal(sig, signal.SIG_DFL)
-                Child(self.app, self.consumer(slot), self.queues, parent_pid=self.pid,
-                      slots=self.slots, slot=slot).run()
-                code = 0
+                worn_out = Child(self.app, self.consumer(slot), self.queues,
+                                 parent_pid=self.pid, slots=self.slots, slot=slot).run()
+                code = WORN_OUT if worn_out else 0
             except BaseException:  # noqa: BLE001 - logged, and the supervisor restarts us
                 log.exception("child crashed", consumer=self.consumer(slot))
             finally:
@@ -161,6 +162,9 @@ class Supervisor:
             if self.signals:
                 continue
             code = os.waitstatus_to_exitcode(status)
+            if code == WORN_OUT:  # planned: max_tasks_per_child / max_memory_per_child
+                self._spawn(slot)
+                continue
             lived = time.monotonic() - self.started_at.get(slot, 0)
             delay = 0.0 if lived > 10 else min(self.backoff.get(slot, 0.05) * 2, RESTART_BACKOFF_MAX)
             self.backoff[slot] = delay

@@ -142,12 +142,24 @@ class Signature(dict):
         """Send it: a plain task call goes out as one message; anything with links, and every
         chain, group or chord, as one graph (fastq/workflows/graph.py)."""
         sig = self._with_call(args, kwargs, options)
+        if sig.app.runs_eagerly():  # Celery's task_always_eager
+            from fastq.workflows.eager import run
+
+            return run(sig)
         if sig.subtask_type is TASK and not sig.options.get("link") \
                 and not sig.options.get("link_error") and not sig.options.get("depends_on"):
             opts = dict(sig.options)
             return sig.app.task_for(sig["task"]).apply_async(sig.args, sig.kwargs, **opts)
         from fastq.workflows.graph import submit
         return submit(sig)
+
+    def apply(self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None,
+              **options: Any) -> Any:
+        """Run it here and now, every task of it as a worker would (fastq/workflows/eager.py);
+        returns an EagerResult (a GroupResult of them for a group)."""
+        from fastq.workflows.eager import run
+
+        return run(self._with_call(args, kwargs, options))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the task here and now (no broker), as ``task(*args)`` would."""

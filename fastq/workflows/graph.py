@@ -241,7 +241,7 @@ class Graph:
         task = self.app.task_for(sig["task"])
         opts = dict(sig.options)
         opts.pop("task_id", None)
-        how = task._resolve(**opts)
+        how = task._resolve(**opts, args=sig.args, kwargs=sig.kwargs)
         args = sig.args
         if not node.deps and node.feed is not None:  # a root fed by an empty group: []
             args = (_empty(node.feed), *args)
@@ -330,10 +330,11 @@ def _send_group(sig: group) -> GroupResult:
                 key = (name, tuple(sorted(opts.items(), key=str)))
             else:
                 opts, task_id, key = inherit, new_task_id(), (name, inherit_key)
-            found = resolved.get(key)
+            found = resolved.get(key) if app.router is None else None  # a router sees the args
             if found is None:
                 task = app.task_for(name)
-                found = resolved[key] = (task, task._resolve(**opts))
+                found = resolved[key] = (task, task._resolve(**opts, args=member["args"],
+                                                             kwargs=member["kwargs"]))
             task, how = found
             args, kwargs = member["args"], member["kwargs"]
             if not member["immutable"]:
