@@ -10,7 +10,8 @@ Where each hook fires:
 - producer: ``before_send(app, message)`` for every message, singly or in a batch or map, before it
   is encoded: it may change ``message.options`` (headers) or raise to refuse the send;
   ``after_send(app, message)`` once it is sent (in a batch: when the batch is written);
-- processes: ``worker_boot(worker)`` in the supervisor before it forks, ``child_init(child)`` in
+- processes: ``worker_boot(worker)`` in the supervisor before it forks, ``worker_ready(worker)``
+  in the supervisor once every child has entered its fetch loop, ``child_init(child)`` in
   each child as it starts (again after a restart), ``child_shutdown(child)`` as a child stops
   warm, ``worker_shutdown(worker)`` in the supervisor on its way out;
 - per task, in the child: ``before_execute(task, message)`` (raise :class:`SkipMessage` to ack the
@@ -34,8 +35,8 @@ if TYPE_CHECKING:
     from fastq.broker.base import Finish
     from fastq.message import Message
 
-HOOKS = ("before_send", "after_send", "worker_boot", "child_init", "child_shutdown",
-         "worker_shutdown",
+HOOKS = ("before_send", "after_send", "worker_boot", "worker_ready", "child_init",
+         "child_shutdown", "worker_shutdown",
          "before_execute", "after_execute", "on_retry", "on_dead_letter", "after_flush")
 
 
@@ -70,6 +71,8 @@ class Middleware:
     def after_send(self, app: Any, message: Message) -> None: ...
 
     def worker_boot(self, worker: Any) -> None: ...
+
+    def worker_ready(self, worker: Any) -> None: ...
 
     def child_init(self, child: Any) -> None: ...
 

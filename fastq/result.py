@@ -20,7 +20,7 @@ from fastq.errors import TimeoutError as FastqTimeoutError
 if TYPE_CHECKING:
     from fastq.app import App
 
-# record layout: [state, value, exc_type, exc_args, traceback, date_done_ms, task_name]
+# record layout: [state, value, exc_type, exc_args, traceback, date_done_ms, task_name(, children)]
 _SIMPLE = (str, int, float, bool, type(None))
 _UPSTREAM_FAILED = f"{errors.UpstreamFailed.__module__}.{errors.UpstreamFailed.__qualname__}"
 
@@ -38,11 +38,15 @@ def exception_record(exc: BaseException, task_name: str, codec: int, threshold: 
         return pack_value(record, 0, threshold)
 
 
-def success_record(value: Any, task_name: str, codec: int, threshold: int) -> bytes:
-    """Encode a return value; a value the codec cannot carry becomes a FAILURE (EncodeError)."""
+def success_record(value: Any, task_name: str, codec: int, threshold: int,
+                   children: list[str] | None = None) -> bytes:
+    """Encode a return value; a value the codec cannot carry becomes a FAILURE (EncodeError).
+    ``children``: the ids of the tasks it sent while it ran."""
+    record = [states.SUCCESS, value, None, None, None, int(time.time() * 1000), task_name]
+    if children:
+        record.append(children)
     try:
-        return pack_value([states.SUCCESS, value, None, None, None, int(time.time() * 1000), task_name],
-                          codec, threshold)
+        return pack_value(record, codec, threshold)
     except EncodeError as exc:
         return exception_record(exc, task_name, codec, threshold)
 
@@ -89,7 +93,7 @@ def rebuild_exception(type_name: str, args: list, message: str, trace: str | Non
 class AsyncResult:
     """A handle on one task's outcome. Cheap to create; talks to Redis only when asked."""
 
-    __slots__ = ("id", "app", "_record", "parent")
+    __slots__ = ("id", "app", "_record", "parent", "known_children")
 
     def __init__(self, id: str, app: App | None = None):  # noqa: A002 - Celery's name
         if app is None:
@@ -98,6 +102,7 @@ class AsyncResult:
         self.app = app
         self._record: list | None = None
         self.parent: AsyncResult | None = None  # the task before it in a chain
+        self.known_children: list[AsyncResult] | None = None  # its link= callbacks, if sent so
 
     def __repr__(self) -> str:
         return f"<AsyncResult: {self.id}>"
@@ -177,6 +182,20 @@ class AsyncResult:
     info = result
 
     @property
+    def task_id(self) -> str:
+        return self.id
+
+    @property
+    def children(self) -> list[AsyncResult] | None:
+        """The tasks it sent while it ran and its ``link=`` callbacks (Celery's ``children``);
+        None while it has no outcome."""
+        record = self._load()
+        if record is None:
+            return self.known_children
+        sent = record[7] if len(record) > 7 and record[7] else ()
+        return [*(self.known_children or ()), *(AsyncResult(i, self.app) for i in sent)]
+
+    @property
     def name(self) -> str | None:
         """The task's name, once a record of it exists."""
         record = self._latest()
@@ -205,22 +224,24 @@ class EagerResult(AsyncResult):
     """The outcome of a task run here and now (``task.apply()``, or ``task_always_eager``):
     holds its value or exception itself and never talks to a broker."""
 
-    __slots__ = ("_value", "_state", "_traceback", "_exc")
+    __slots__ = ("_value", "_state", "_traceback", "_exc", "raised")
 
     def __init__(self, id: str, value: Any, state: str, traceback: str | None = None,  # noqa: A002
-                 app: App | None = None, exc: BaseException | None = None):
+                 app: App | None = None, exc: BaseException | None = None,
+                 raised: BaseException | None = None):
         super().__init__(id, app)
         self._value = value
         self._state = state
         self._traceback = traceback
         self._exc = exc
+        self.raised = raised  # the exception as the task raised it (a Retry is not unwrapped)
 
     def __repr__(self) -> str:
         return f"<EagerResult: {self.id}>"
 
     def get(self, timeout: float | None = None, propagate: bool = True, **_celery_opts) -> Any:
         if self._exc is not None:
-            if propagate:
+            if propagate and self._state != states.RETRY:  # Celery: RETRY does not propagate
                 raise self._exc
             return self._exc
         return self._value

@@ -147,9 +147,10 @@ class Task:
 
     def apply(self, args: Iterable[Any] | None = None, kwargs: dict[str, Any] | None = None, *,
               task_id: str | None = None, throw: bool = False, retries: int = 0,
-              **_options: Any) -> EagerResult:
+              retry_inline: bool = True, **_options: Any) -> EagerResult:
         """Run the task here and now, as a worker would (``self.request`` set, retries run at once,
-        without waiting), and return an :class:`EagerResult`; ``throw`` re-raises its exception."""
+        without waiting), and return an :class:`EagerResult`; ``throw`` re-raises its exception.
+        ``retry_inline=False`` runs it once (a retry it asks for is its ``raised``)."""
         args, kwargs = tuple(args or ()), dict(kwargs or {})
         msg = Message(task_id or new_task_id(), self.name, attempt=retries)
         token, eager = current_request.set(msg), eager_run.set(True)
@@ -158,14 +159,15 @@ class Task:
                 try:
                     value = self.invoke(*args, **kwargs)
                 except Exception as exc:  # noqa: BLE001 - it becomes the result
-                    if self._retries_now(exc, msg):
+                    if retry_inline and self._retries_now(exc, msg):
                         msg.attempt += 1
                         continue
                     if throw:
                         raise
                     return EagerResult(msg.id, None, states.FAILURE,
                                        "".join(traceback.format_exception(exc)), self.app,
-                                       exc.exc if isinstance(exc, Retry) and exc.exc else exc)
+                                       exc.exc if isinstance(exc, Retry) and exc.exc else exc,
+                                       raised=exc)
                 return EagerResult(msg.id, value, states.SUCCESS, None, self.app)
         finally:
             current_request.reset(token)
@@ -322,9 +324,13 @@ class Task:
             parent = current_request.get()
             if parent is not None:
                 fields["parent_id"], fields["root_id"] = parent.id, parent.root_id or parent.id
+                if parent.children is None:
+                    parent.children = []
+                parent.children.append(task_id)
         body, compressed = pack_body(args, kwargs, how.codec, conf.compress_threshold)
         msg = Message(task_id, self.name, body, how.codec, compressed, how.level, 0,
-                      how.due_ms, how.expires_ms, how.soft_ms, how.hard_ms, **fields)
+                      how.due_ms, how.expires_ms, how.soft_ms, how.hard_ms, **fields,
+                      queue=how.queue)
         for hook in app.hooks.before_send:  # may add options (headers), or refuse the send
             hook(app, msg)
         data = encode_message(msg)

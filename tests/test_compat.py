@@ -14,7 +14,7 @@ import pytest
 
 from fastq import keys
 from fastq.compat import Celery, CompatWarning, shared_task, states
-from fastq.compat.exceptions import MaxRetriesExceededError
+from fastq.compat.exceptions import MaxRetriesExceededError, Retry
 from fastq.result import EagerResult
 from tests.apps import celery_proj as proj
 from tests.conftest import app_fixture, wait_for, worker_fixture
@@ -248,9 +248,16 @@ def test_always_eager_runs_here_with_celerys_results():
     def retrying(self):
         raise self.retry(countdown=10)
 
-    res = flaky.delay(5)
-    assert isinstance(res, EagerResult) and res.state == states.SUCCESS
-    assert res.get()[:2] == (5, True) and res.get()[2] == res.id and calls == [0, 1, 2]
+    res = flaky.delay(5)  # Celery: each retry runs at once, inside the run that asked for it ...
+    assert isinstance(res, EagerResult) and calls == [0, 1, 2]
+    assert res.state == states.RETRY and isinstance(res.get(), Retry)  # ... which ends as RETRY
+
+    @app.task(bind=True)
+    def plain(self, x):
+        return (x, self.request.is_eager, self.request.id)
+
+    done = plain.delay(5)
+    assert done.state == states.SUCCESS and done.get() == (5, True, done.id)
     failed = retrying.apply_async()
     assert failed.state == states.FAILURE and isinstance(failed.result, MaxRetriesExceededError)
     with pytest.raises(MaxRetriesExceededError):
@@ -259,6 +266,9 @@ def test_always_eager_runs_here_with_celerys_results():
     app.conf.task_eager_propagates = True
     with pytest.raises(MaxRetriesExceededError):
         retrying.delay()
+    calls.clear()
+    with pytest.raises(Retry):
+        flaky.delay(6)
     with pytest.raises(TypeError, match="missing a required argument"):
         flaky.delay()  # Celery's typing: the call is checked when it is sent
 

@@ -17,7 +17,7 @@ from fastq import App, keys, states
 from fastq._core import unpack_value
 from fastq.broker import Finish
 from fastq.broker.embedded import free_port
-from fastq.errors import BrokerUnavailable, DeadLettered, EncodeError
+from fastq.errors import BrokerUnavailable, DeadLettered, EncodeError, NotRegistered
 from fastq.errors import TimeoutError as FastqTimeoutError
 from fastq.message import Message
 from fastq.result import AsyncResult
@@ -405,7 +405,7 @@ def test_a_task_that_kills_its_worker_every_time_fails_with_the_poison_reason(oa
 def test_an_unknown_task_fails_with_the_reason(oapp, worker, r):
     worker()
     unknown = oapp.send_task("outcomes.no_such_task")
-    with pytest.raises(DeadLettered, match="unknown task 'outcomes.no_such_task'"):
+    with pytest.raises(NotRegistered, match="unknown task 'outcomes.no_such_task'"):
         unknown.get(timeout=10)
     assert r.xlen(keys.dlq("default")) == 1
     assert r.llen(keys.result(unknown.id)) == 1

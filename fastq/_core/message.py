@@ -37,3 +37,7 @@ class Message:
     dag_id: str | None = None
     idem_key: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # Not on the wire: the queue it is sent to (set by the producer) or was read from (set by the
+    # worker), for the hooks that report it (signals' routing_key, metrics' queue_name).
+    queue: str = ""
+    children: list[str] | None = None  # not on the wire: ids of the tasks its run sent

@@ -51,7 +51,8 @@ class Celery(App):
         self.on_configure = Signal("on_configure")
         self.on_after_configure = Signal("on_after_configure")
         self.on_after_finalize = Signal("on_after_finalize")
-        self._configured = False
+        self._configured = True  # not until the conf exists (a read configures the app)
+        self._finalized = False
         if isinstance(task_cls, str):
             task_cls = _symbol(task_cls)
         if task_cls is not None:
@@ -67,6 +68,7 @@ class Celery(App):
         self.conf.update({k: v for k, v in preset.items() if v is not None}, **settings)
         if config_source is not None:
             self.config_from_object(config_source, namespace=namespace)
+        self._configured = False
         for fn, options in _shared_tasks:
             self._register_shared(fn, options)
         _celery_apps.append(self)
@@ -122,7 +124,7 @@ class Celery(App):
 
     def _conf_changed(self, name: str) -> None:
         if name == "task_routes":
-            routes = self.conf.get("task_routes")
+            routes = self.conf.peek_get("task_routes")
             self.router = Router(routes) if routes else None
         elif name in TASK_DEFAULT_KEYS:
             for task in list(self.tasks.values()):
@@ -160,11 +162,19 @@ class Celery(App):
         self._discover()
         self.finalize()
 
-    def finalize(self, auto: bool = False) -> None:
+    def configure(self) -> None:
+        """Celery's configuration moment (the first read of a setting): ``on_configure`` and
+        ``on_after_configure``, once."""
         if not self._configured:
             self._configured = True
             self.on_configure.send(sender=self)
             self.on_after_configure.send(sender=self, source=self.conf)
+
+    def finalize(self, auto: bool = False) -> None:
+        """Once the task modules are imported: ``on_after_finalize``, once."""
+        self.configure()
+        if not self._finalized:
+            self._finalized = True
             self.on_after_finalize.send(sender=self)
 
     # -- tasks ------------------------------------------------------------------------------

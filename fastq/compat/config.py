@@ -164,6 +164,13 @@ class CeleryConf(MutableMapping):
 
     # -- the mapping --------------------------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
+        """A user's read: as in Celery, the first one configures the app (on_after_configure)."""
+        if not self._app._configured:
+            self._app.configure()
+        return self.peek(key)
+
+    def peek(self, key: str) -> Any:
+        """Read without configuring the app (the compat layer's own reads at import time)."""
         name = normalize(key) or key
         if name in self._values:
             return self._values[name]
@@ -234,6 +241,12 @@ class CeleryConf(MutableMapping):
         except KeyError:
             return default
 
+    def peek_get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self.peek(key)
+        except KeyError:
+            return default
+
     def changes(self) -> dict[str, Any]:
         return dict(self._values)
 
@@ -283,6 +296,8 @@ class CeleryConf(MutableMapping):
             native, note = _native(name, value)
             if native is not None or name in ("result_backend",):
                 setattr(settings, MAPPED[name], native)
+                if isinstance(native, dict | list):  # one object: changes to it reach the engine
+                    self._values[name] = getattr(settings, MAPPED[name])
             if note:
                 notes.append(f"{name}: {note}")
         elif name == "broker_transport_options":

@@ -153,18 +153,20 @@ class SignalHooks(Middleware):
     def before_send(self, app: Any, message: Any) -> None:
         args, kwargs = _call(message)
         before_task_publish.send(sender=message.task, body=(args, kwargs, {}), exchange="",
-                                 routing_key=None, headers=_headers(message), properties={},
+                                 routing_key=message.queue, headers=_headers(message), properties={},
                                  declare=[], retry_policy=None)
 
     def after_send(self, app: Any, message: Any) -> None:
         args, kwargs = _call(message)
         after_task_publish.send(sender=message.task, body=(args, kwargs, {}), exchange="",
-                                routing_key=None, headers=_headers(message))
+                                routing_key=message.queue, headers=_headers(message))
 
     # processes
     def worker_boot(self, worker: Any) -> None:
         celeryd_init.send(sender=worker.name, instance=worker, conf=self.app.conf, options={})
         worker_init.send(sender=worker)
+
+    def worker_ready(self, worker: Any) -> None:
         worker_ready.send(sender=worker)
 
     def child_init(self, child: Any) -> None:
@@ -235,7 +237,8 @@ class SignalHooks(Middleware):
 _HOOK_SIGNALS: dict[str, tuple[Signal, ...]] = {
     "before_send": (before_task_publish,),
     "after_send": (after_task_publish,),
-    "worker_boot": (celeryd_init, worker_init, worker_ready),
+    "worker_boot": (celeryd_init, worker_init),
+    "worker_ready": (worker_ready,),
     "child_init": (worker_process_init, task_received),
     "child_shutdown": (worker_process_shutdown,),
     "worker_shutdown": (worker_shutting_down, worker_shutdown),

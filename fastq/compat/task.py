@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fastq import keys, states
+from fastq import states
 from fastq._core import unpack_body
 from fastq.errors import BrokerUnavailable
 from fastq.message import Message
 from fastq.middleware import Middleware
+from fastq.result import EagerResult
 from fastq.retry import Retry
 from fastq.task import Task, current_request, eager_run
 
@@ -118,11 +119,8 @@ class Request:
 
     @property
     def delivery_info(self) -> dict:
-        child = _child[0]
-        queue = None
-        if child is not None and child.current_stream and not self.is_eager:
-            queue = keys.parse_stream(child.current_stream)[0]
         msg = self._msg
+        queue = msg.queue or None if msg is not None and not self.is_eager else None
         return {"exchange": "", "routing_key": queue, "priority": msg.priority if msg else None,
                 "redelivered": False, "is_eager": self.is_eager}
 
@@ -158,6 +156,7 @@ class CeleryTask(Task):
 
     def _build(self, app: App, fn: Callable, name: str, options: dict[str, Any]) -> None:
         options = {**_conf_defaults(app, name), **options}
+        self._options = dict(options)  # as given: Celery's task attributes read them back
         self.track_started = bool(options.pop("track_started", False))
         self.typing = bool(options.pop("typing", type(self).typing))
         self.pydantic = bool(options.pop("pydantic", False))
@@ -204,16 +203,20 @@ class CeleryTask(Task):
         finally:
             _calling.reset(token)
 
-    # Celery's task attributes, read from fastq's own
-    max_retries = property(lambda self: self.retry_policy.max_retries)
-    default_retry_delay = property(lambda self: self.retry_policy.delay)
-    autoretry_for = property(lambda self: self.retry_policy.retry_for)
+    # Celery's task attributes: the option as given, else what fastq makes of its default
+    max_retries = property(lambda self: self._options.get("max_retries",
+                                                          self.retry_policy.max_retries))
+    default_retry_delay = property(lambda self: self._options.get("default_retry_delay",
+                                                                  self.retry_policy.delay))
+    autoretry_for = property(lambda self: self._options.get("autoretry_for",
+                                                            self.retry_policy.retry_for))
     dont_autoretry_for = property(lambda self: self.retry_policy.dont_retry_for)
-    retry_backoff = property(lambda self: self.retry_policy.backoff or False)
-    retry_backoff_max = property(lambda self: self.retry_policy.backoff_max)
+    retry_backoff = property(lambda self: self._options.get("retry_backoff", False))
+    retry_backoff_max = property(lambda self: self._options.get("retry_backoff_max",
+                                                                self.retry_policy.backoff_max))
     retry_jitter = property(lambda self: self.retry_policy.jitter)
-    soft_time_limit = property(lambda self: self.soft_limit_ms / 1000 or None)
-    time_limit = property(lambda self: self.hard_limit_ms / 1000 or None)
+    soft_time_limit = property(lambda self: self._options.get("soft_time_limit"))
+    time_limit = property(lambda self: self._options.get("time_limit"))
     acks_late = True  # fastq acknowledges after the task ran
     reject_on_worker_lost = True  # a lost child's message is delivered again
 
@@ -264,7 +267,7 @@ class CeleryTask(Task):
         if conf.get("task_always_eager"):
             return self.apply(args, kwargs, task_id=options.get("task_id"),
                               throw=bool(conf.get("task_eager_propagates")))
-        for ignored in ("exchange", "shadow", "compression", "ignore_result", "add_to_parent",
+        for ignored in ("exchange", "shadow", "compression", "add_to_parent",
                         "delivery_mode", "mandatory", "immediate", "reply_to", "chord",
                         "stamped_headers", "stamps", "publisher", "connection", "producer",
                         "exchange_type", "declare", "group_id", "group_index", "root_id",
@@ -304,22 +307,36 @@ class CeleryTask(Task):
                 raise TypeError(f"{self.name}: {exc}") from None
 
     def apply(self, args=None, kwargs=None, *, task_id: str | None = None, throw: bool | None = None,
-              **options: Any):
+              retries: int = 0, **options: Any):
         """Run here and now: ``EagerResult``; with ``task_eager_propagates`` (or ``throw``) the
-        exception is raised. A custom base class's hooks run as they would in a worker."""
+        exception is raised. A custom base class's hooks run as they would in a worker.
+
+        A retry runs at once, inside the run that asked for it, and that run's outcome is RETRY
+        (raising ``Retry`` when propagating), as in Celery."""
         if throw is None:
             throw = bool(self.app.conf.get("task_eager_propagates"))
         args, kwargs = tuple(args or ()), dict(kwargs or {})
         hooked = overrides_hooks(type(self))
         if hooked:
             self.before_start(task_id, args, kwargs)
-        result = super().apply(args, kwargs, task_id=task_id, throw=False, **options)
+        result = super().apply(args, kwargs, task_id=task_id, throw=False, retries=retries,
+                               retry_inline=False)
+        raised = result.raised
+        if raised is not None and self._retries_now(raised, Message(result.id, self.name,
+                                                                     attempt=retries)):
+            again = self.apply(args, kwargs, task_id=result.id, throw=False, retries=retries + 1)
+            if again.state == states.SUCCESS or again.state == states.RETRY:
+                retry = raised if isinstance(raised, Retry) else Retry(raised)
+                result = EagerResult(result.id, None, states.RETRY, result.traceback, self.app,
+                                     retry, raised=retry)
+            else:
+                result = again
         if hooked:
-            run_class_hooks(self, result.id, args, kwargs, result.result
-                            if result.state == states.SUCCESS else None,
-                            result.result if result.state != states.SUCCESS else None)
+            ok = result.state == states.SUCCESS
+            run_class_hooks(self, result.id, args, kwargs, result.result if ok else None,
+                            None if ok else result.result, result.state == states.RETRY)
         if throw and result.state != states.SUCCESS:
-            raise result.result
+            raise result.raised if result.state == states.RETRY else result.result
         return result
 
     # -- Celery's hooks of a base class (called only where a subclass overrides them) --------
@@ -354,8 +371,8 @@ def _conf_defaults(app: App, name: str) -> dict[str, Any]:
     """The task options that come from ``app.conf``: Celery's task_* defaults, then the
     annotations that match ``name`` (``'*'`` first)."""
     conf = app.conf
-    get = getattr(conf, "get", None)
-    if get is None:  # a native app's settings
+    get = getattr(conf, "peek_get", None)
+    if get is None:  # a native app's settings (while the Celery app is being made)
         return {}
     out: dict[str, Any] = {}
     for key, option in (("task_time_limit", "time_limit"),

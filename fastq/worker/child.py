@@ -20,7 +20,14 @@ import structlog
 from fastq import keys, states
 from fastq._core import decode_message, plan_levels, unpack_body
 from fastq.broker.base import Delivery, Finish, Release
-from fastq.errors import BrokerOutOfMemory, BrokerUnavailable, DecodeError, SoftTimeLimitExceeded
+from fastq.errors import (
+    BrokerOutOfMemory,
+    BrokerUnavailable,
+    DeadLettered,
+    DecodeError,
+    NotRegistered,
+    SoftTimeLimitExceeded,
+)
 from fastq.middleware import DeferMessage, SkipMessage, call_hooks
 from fastq.task import current_request
 from fastq.worker import gates, outcome
@@ -85,6 +92,7 @@ class Child:
         self._next_reclaim = time.monotonic() + self.conf.reclaim_interval_s
         self._interrupted = False  # a broker error cut a round short (see run_once)
         self.current_stream = ""  # the stream of the delivery being run (for the steps)
+        self._queues: dict[str, str] = {}  # stream key -> its queue
         self._loop: asyncio.AbstractEventLoop | None = None
         self._async_batch: list[tuple[Task, Message, tuple, dict, Delivery]] = []
         self._done = Finish()
@@ -364,10 +372,11 @@ class Child:
         except DecodeError as exc:
             self._dead_letter(delivery, f"undecodable message: {exc}")
             return
+        msg.queue = self._queues.get(skey) or self._queue_of(skey)
         task = self.tasks.get(msg.task)
         if task is None:
             self._dead_letter(delivery, f"unknown task {msg.task!r}: not registered in this worker",
-                              msg)
+                              msg, NotRegistered)
             return
         self.current_stream = skey
         try:
@@ -409,6 +418,10 @@ class Child:
             self._end()
         if time.monotonic() - self._last_flush > self.conf.flush_ms / 1000.0:
             self.flush()
+
+    def _queue_of(self, skey: str) -> str:
+        queue = self._queues[skey] = keys.parse_stream(skey)[0]
+        return queue
 
     def _record(self, task: Task, msg: Message, delivery: Delivery, value=None,
                 exc: BaseException | None = None) -> None:
@@ -492,14 +505,15 @@ class Child:
 
         self._loop.run_until_complete(run_all())
 
-    def _dead_letter(self, delivery: Delivery, reason: str, msg: Message | None = None) -> None:
+    def _dead_letter(self, delivery: Delivery, reason: str, msg: Message | None = None,
+                     error: type[Exception] = DeadLettered) -> None:
         """Keep a message this worker cannot run, with the reason, in the queue's DLQ stream."""
         skey, _level, entry_id, data = delivery
         queue = keys.parse_stream(skey)[0]
         self._log.error("message sent to dead-letter queue", queue=queue, reason=reason,
                         entry=entry_id)
         outcome.dead_letter(self._done, queue, data or b"", reason, msg, self.consumer, entry_id,
-                            stream=skey, threshold=self.threshold)
+                            stream=skey, threshold=self.threshold, error=error)
         self._done.ack(skey, entry_id)
         self._call_hooks(self.hooks.on_dead_letter, msg, reason)
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 def succeeded(done: Finish, task: Task, msg: Message, value, threshold: int) -> None:
     keep = not task.ignore_result and not (msg.options and IGNORE_RESULT in msg.options)
     if msg.dag_id or keep:  # a workflow node's dependents need the value
-        record = success_record(value, task.name, msg.codec, threshold)
+        record = success_record(value, task.name, msg.codec, threshold, msg.children)
         if keep:
             done.results.append((msg.id, record))
         if msg.dag_id:
@@ -144,10 +144,12 @@ def skipped(done: Finish, task: Task | None, msg: Message, reason: str, state: s
 
 def dead_letter(done: Finish, queue: str, data: bytes, reason: str, msg: Message | None,
                 consumer: str, entry: bytes | None = None, errors: list[dict] | None = None,
-                stream: str = "", threshold: int = 0, settled: bool = False) -> None:
+                stream: str = "", threshold: int = 0, settled: bool = False,
+                error: type[Exception] = DeadLettered) -> None:
     """Keep a message, with why, in the queue's dead-letter stream. Unless the caller has
     ``settled`` the task already (written its outcome), a task whose id is known gets a FAILURE
-    carrying the reason, so ``get()`` raises it instead of waiting for a run that never comes,
+    carrying the reason (as ``error``: DeadLettered, or NotRegistered for an unknown task, as
+    Celery reports it), so ``get()`` raises it instead of waiting for a run that never comes,
     and its uniqueness key is released (it is no longer queued or running)."""
     if msg is None and data:  # e.g. poison: the envelope is fine, only its runs never finished
         try:
@@ -163,7 +165,7 @@ def dead_letter(done: Finish, queue: str, data: bytes, reason: str, msg: Message
         fields["traceback"] = errors[-1]["traceback"]
     done.dead.append((queue, fields))
     if msg is not None and not settled:
-        _terminal_failure(done, msg, exception_record(DeadLettered(reason), msg.task, msg.codec,
+        _terminal_failure(done, msg, exception_record(error(reason), msg.task, msg.codec,
                                                       threshold), True)
         if msg.idem_key:
             done.releases.append((msg.idem_key, msg.id))

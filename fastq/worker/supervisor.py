@@ -43,6 +43,7 @@ class Supervisor:
         self.started_at: dict[int, float] = {}  # slot -> time of last start
         self.backoff: dict[int, float] = {}  # slot -> current restart delay
         self.signals = 0
+        self._ready = False  # every child has entered its fetch loop (worker_ready ran)
         self.pid = os.getpid()
         self.slots = Slots(concurrency)
         self.overseer = Overseer(app, queues, self.slots, self.consumer, self._kill_slot, self.name,
@@ -80,6 +81,8 @@ class Supervisor:
             if self.signals > 1:
                 self._log.warning("cold shutdown: killing children")
                 self._signal_children(signal.SIGKILL)
+            if not self._ready:
+                self._check_ready()
             pause = self._oversee()
             if not self.signals and time.monotonic() >= next_maintenance:
                 next_maintenance = time.monotonic() + MAINTENANCE_S
@@ -88,6 +91,13 @@ class Supervisor:
         call_hooks(self.app.hooks.worker_shutdown, self, log=self._log)
         self._log.info("worker stopped")
         return 0
+
+    def _check_ready(self) -> None:
+        """``worker_ready`` hooks, once: when every child has started fetching."""
+        if all(self.slots.read(slot).last_loop > 0 for slot in range(self.concurrency)):
+            self._ready = True
+            self._log.info("worker ready", concurrency=self.concurrency)
+            call_hooks(self.app.hooks.worker_ready, self, log=self._log)
 
     def _oversee(self) -> float:
         """Run the overseer's duties; Redis trouble is logged and retried, never fatal."""

@@ -73,6 +73,7 @@ class Graph:
         self.names: dict[str, str] = {}  # app.dag() node names -> node ids
         self.outside: list[str] = []  # ids of tasks sent separately that nodes wait for
         self.errback_ids: dict[int, str] = {}  # id(errback signature) -> its dedup id
+        self.callbacks: dict[str, list[str]] = {}  # node -> its link= callbacks (its children)
 
     # -- compiling ----------------------------------------------------------------------------
     def add(self, sig: Any, after: Out | None = None, anyway: bool = False,
@@ -123,7 +124,9 @@ class Graph:
         else:
             raise WorkflowError(f"unknown signature type {kind!r}")
         for callback in links:  # link=: runs with the result once this part succeeded
-            self.add(callback, out, False, None, [])
+            called = self.add(callback, out, False, None, [])
+            if isinstance(out.feed, str) and isinstance(called.feed, str):
+                self.callbacks.setdefault(out.feed, []).append(called.feed)
         return out
 
     def _task(self, sig: Signature, after: Out | None, anyway: bool, inherit: dict[str, Any],
@@ -282,7 +285,11 @@ class Graph:
                 child.parent = made[feed]
             return first or made[feed]
 
-        return handle(out.feed)
+        result = handle(out.feed)
+        for node_id, called in self.callbacks.items():  # Celery's AsyncResult.children
+            if node_id in made:
+                made[node_id].known_children = [AsyncResult(c, self.app) for c in called]
+        return result
 
 
 def submit(sig: Signature) -> Any:
