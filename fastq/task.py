@@ -19,6 +19,7 @@ from fastq.message import CODEC_NAMES, Message, new_task_id
 from fastq.ratelimit import parse_rate
 from fastq.result import AsyncResult, EagerResult, state_record
 from fastq.retry import MaxRetriesExceededError, Retry, RetryPolicy, seconds
+from fastq.validation import Arguments, converting, plain
 from fastq.workflows.canvas import Signature, chunks, group
 from fastq.workflows.graph import submit
 
@@ -65,8 +66,10 @@ class Task:
     """A registered task. ``task(...)`` runs it here and now; ``task.delay(...)`` sends it.
 
     Options (Celery's names): queue, priority, ignore_result, serializer, bind, max_retries,
-    retry_for/autoretry_for, default_retry_delay, retry_backoff, retry_backoff_max, retry_jitter,
-    retry_schedule, soft_time_limit, time_limit, rate_limit, expires, unique_key, unique_for.
+    retry_for/autoretry_for, dont_autoretry_for, default_retry_delay, retry_backoff,
+    retry_backoff_max, retry_jitter, retry_schedule, soft_time_limit, time_limit, rate_limit,
+    expires, unique_key, unique_for; ``typed`` (arguments checked by their annotations:
+    fastq/validation.py).
     """
 
     def __init__(self, app: App, fn: Callable, name: str, *, queue: str | None = None,
@@ -92,11 +95,20 @@ class Task:
         self.expires = options.pop("expires", None)
         self.unique_key = options.pop("unique_key", None)  # str, or callable(*args, **kwargs)
         self.unique_for_ms = _seconds_ms("unique_for", options.pop("unique_for", 3600))
+        typed = options.pop("typed", False)  # fastq/validation.py
         for ignored in ("acks_late", "reject_on_worker_lost", "track_started", "typing", "shared"):
             options.pop(ignored, None)
         if options:
             raise TypeError(f"unknown task options for {name}: {sorted(options)}")
         self.is_async = inspect.iscoroutinefunction(fn)
+        self.arguments: Arguments | None = None
+        self.check_at_send = typed is True
+        if typed:
+            if typed not in (True, "run"):
+                raise ValueError(f"typed must be True (checked when sent and run) or 'run', "
+                                 f"not {typed!r}")
+            self.arguments = Arguments(fn, name, bind)
+            self.invoke = converting(self.arguments, self.invoke)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -293,6 +305,9 @@ class Task:
               options: dict[str, Any] | None = None) -> AsyncResult:
         """Encode one message and send it (or add it to the open batch)."""
         app = self.app
+        if self.check_at_send:  # typed=True: a bad argument fails here, not in a worker
+            args, kwargs = self.arguments.convert(tuple(args), kwargs)
+            args, kwargs = plain(args), plain(kwargs)
         key = how.unique_key
         if callable(key):
             key = key(*args, **kwargs)

@@ -160,6 +160,10 @@ class CeleryTask(Task):
         self.track_started = bool(options.pop("track_started", False))
         self.typing = bool(options.pop("typing", type(self).typing))
         self.pydantic = bool(options.pop("pydantic", False))
+        if self.pydantic:  # Celery 5.5: arguments converted in the worker, models dumped
+            options.setdefault("typed", "run")
+        for celery_only in ("pydantic_strict", "pydantic_context", "pydantic_dump_kwargs"):
+            options.pop(celery_only, None)
         retry_kwargs = dict(options.pop("retry_kwargs", None) or {})
         if "max_retries" in retry_kwargs:
             options["max_retries"] = retry_kwargs.pop("max_retries")
@@ -173,10 +177,6 @@ class CeleryTask(Task):
         if options["priority"] is None:
             del options["priority"]
         super().__init__(app, fn, name, **options)
-        if self.pydantic:
-            from fastq.compat.typed import validating
-
-            self.invoke = validating(self, self.invoke)
         self._signature = None
         self._run = self.invoke
         if type(self).__call__ is not CeleryTask.__call__:  # a base class wraps every run
