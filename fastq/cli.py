@@ -448,5 +448,39 @@ def beat(ctx, app_spec, loglevel, schedule_file, max_interval):
     scheduler.run()
 
 
+@main.command("migrate-celery")
+@_app_option
+@click.option("--from", "source", default=None,
+              help="The Celery broker's Redis URL (default: the app's broker)")
+@click.option("-Q", "--queues", default="celery", show_default=True,
+              help="Celery queues to move, comma-separated")
+@click.option("--to-queue", default=None, help="Send every message to this fastq queue instead")
+@click.option("--include-unacked", is_flag=True,
+              help="Also move what kombu holds unacked (ETA'd tasks): only once no Celery "
+                   "worker runs")
+@click.option("--dry-run", is_flag=True, help="Count what would be moved; change nothing")
+@click.pass_context
+def migrate_celery(ctx, app_spec, source, queues, to_queue, include_unacked, dry_run):
+    """Move the messages waiting in Celery's Redis queues into fastq's (same task ids)."""
+    from fastq.broker.embedded import resolve_broker_url
+    from fastq.migrate import migrate
+
+    app = _resolve_app(ctx, app_spec)
+    url = source or resolve_broker_url(app.settings.broker_url)
+    report = migrate(app, url, [q for q in queues.split(",") if q], to_queue, include_unacked,
+                     dry_run)
+    verb = "would move" if dry_run else "moved"
+    for queue, count in sorted(report.moved.items()):
+        click.echo(f"{queue}: {verb} {count}")
+    for queue, reasons in sorted(report.kept.items()):
+        where = "" if dry_run else f" (kept in fastq:celery-migrate:unmigrated:{queue})"
+        click.echo(f"{queue}: {len(reasons)} not movable{where}:", err=True)
+        for reason in reasons[:20]:
+            click.echo(f"  {reason}", err=True)
+    click.echo(f"{verb} {report.total} message(s) in total")
+    if report.kept:
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()

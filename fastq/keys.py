@@ -123,3 +123,25 @@ def node_sent(queue: str, node_id: str) -> str:
 def group_meta(group_id: str) -> str:
     """The member ids of a saved GroupResult (TTL)."""
     return f"fastq:g:{group_id}"
+
+
+# -- moving Celery's queued messages over (fastq/migrate.py); keys in the *Celery* broker's Redis
+KOMBU_PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: "<queue>\x06\x16<priority>" lists
+KOMBU_UNACKED = "unacked"  # kombu's hash: delivery tag -> [message, exchange, routing key]
+KOMBU_UNACKED_INDEX = "unacked_index"  # kombu's sorted set of those delivery tags
+
+
+def kombu_queue_lists(queue: str) -> list[str]:
+    """The lists kombu keeps one queue's messages in: the queue itself (priority 0) and one per
+    other priority step."""
+    return [queue, *(f"{queue}{KOMBU_PRIORITY_SEP}{p}" for p in range(1, 10))]
+
+
+def celery_migrating() -> str:
+    """A message taken from a kombu list, held while it is converted and sent to fastq."""
+    return "fastq:celery-migrate:in-flight"
+
+
+def celery_unmigrated(queue: str) -> str:
+    """Messages of ``queue`` that could not be converted (kept, with nothing lost)."""
+    return f"fastq:celery-migrate:unmigrated:{queue}"
