@@ -5,12 +5,15 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, overload
 
+import msgpack
+
 from fastq import current
 from fastq._core import decode_message
 from fastq.broker import Broker, connect
 from fastq.broker.embedded import resolve_broker_url
 from fastq.config import Settings
 from fastq.errors import NotRegistered
+from fastq.message import new_task_id
 from fastq.middleware import Hooks, Middleware
 from fastq.result import AsyncResult
 from fastq.schedules import add_periodic_task
@@ -50,11 +53,91 @@ class Control:
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
         self.app.broker.revoke(ids, terminate, self.app.conf.revoke_expires)
 
+    def broadcast(self, command: str, arguments: dict[str, Any] | None = None,
+                  destination: list[str] | None = None, reply: bool = False,
+                  timeout: float = 1.0, limit: int | None = None) -> list[dict[str, Any]]:
+        """Send ``command`` to every worker (or those named in ``destination``); with ``reply``
+        the replies that arrive within ``timeout`` s, ``[{worker name: reply}, ...]``
+        (fastq/worker/remote.py has the commands)."""
+        command_id = new_task_id()
+        broker = self.app.broker
+        broker.broadcast(command_id, msgpack.packb({
+            "command": command, "arguments": arguments or {}, "reply": reply,
+            "destination": list(destination) if destination else None}))
+        if not reply:
+            return []
+        if destination and limit is None:
+            limit = len(destination)
+        return [msgpack.unpackb(r) for r in broker.replies(command_id, timeout, limit)]
+
+    def ping(self, destination: list[str] | None = None, timeout: float = 1.0,
+             **_celery_opts: Any) -> list[dict[str, Any]]:
+        return self.broadcast("ping", destination=destination, reply=True, timeout=timeout)
+
+    def shutdown(self, destination: list[str] | None = None, **_celery_opts: Any) -> None:
+        """Stop workers warm (as SIGTERM does)."""
+        self.broadcast("shutdown", destination=destination)
+
+    def purge(self) -> int:
+        """Drop every waiting message of every queue; returns how many."""
+        broker = self.app.broker
+        return sum(broker.purge(q) for q in broker.queues())
+
+    def inspect(self, destination: list[str] | None = None, timeout: float = 1.0,
+                limit: int | None = None, **_celery_opts: Any) -> Inspect:
+        return Inspect(self, destination, timeout, limit)
+
     def set_priority(self, task_id: str, priority: int | str, queue: str | None = None) -> bool:
         """Move a task that is still waiting in its queue to another priority level; False when
         it is no longer waiting (running, done, delayed) or not found."""
         return self.app.broker.set_priority(queue or self.app.conf.default_queue, task_id,
                                             resolve_priority(priority))
+
+
+class Inspect:
+    """Celery's ``app.control.inspect()``: each method returns ``{worker name: reply}`` merged
+    from every worker that answered within the timeout, or None when none did."""
+
+    def __init__(self, control: Control, destination: list[str] | None, timeout: float,
+                 limit: int | None):
+        self.control, self.destination, self.timeout, self.limit = \
+            control, destination, timeout, limit
+
+    def _ask(self, command: str, **arguments: Any) -> dict[str, Any] | None:
+        merged: dict[str, Any] = {}
+        for reply in self.control.broadcast(command, arguments, self.destination, reply=True,
+                                            timeout=self.timeout, limit=self.limit):
+            merged.update(reply)
+        return merged or None
+
+    def ping(self) -> dict[str, Any] | None:
+        return self._ask("ping")
+
+    def active(self, safe: Any = None) -> dict[str, Any] | None:
+        return self._ask("active")
+
+    def reserved(self, safe: Any = None) -> dict[str, Any] | None:
+        return self._ask("reserved")
+
+    def scheduled(self, safe: Any = None) -> dict[str, Any] | None:
+        return self._ask("scheduled")
+
+    def registered(self, *taskinfoitems: Any) -> dict[str, Any] | None:
+        return self._ask("registered")
+
+    registered_tasks = registered
+
+    def stats(self) -> dict[str, Any] | None:
+        return self._ask("stats")
+
+    def active_queues(self) -> dict[str, Any] | None:
+        return self._ask("active_queues")
+
+    def revoked(self) -> dict[str, Any] | None:
+        return self._ask("revoked")
+
+    def conf(self, with_defaults: bool = False) -> dict[str, Any] | None:
+        return self._ask("conf", with_defaults=with_defaults)
 
 
 class App:

@@ -448,6 +448,107 @@ def beat(ctx, app_spec, loglevel, schedule_file, max_interval):
     scheduler.run()
 
 
+INSPECT_COMMANDS = ("ping", "active", "reserved", "scheduled", "registered", "stats",
+                    "active_queues", "revoked", "conf")
+
+
+def _print_replies(replies: dict | None, as_json: bool) -> None:
+    import json
+
+    if not replies:
+        click.echo("Error: No nodes replied within time constraint.", err=True)
+        sys.exit(69)  # Celery's exit code (EX_UNAVAILABLE)
+    if as_json:
+        click.echo(json.dumps(replies, default=repr))
+        return
+    for worker_name, reply in sorted(replies.items()):
+        click.echo(f"->  {worker_name}: OK")
+        body = reply if isinstance(reply, list) else [reply]
+        for item in body or ["- empty -"]:
+            click.echo(f"    {json.dumps(item, default=repr) if not isinstance(item, str) else item}")
+    click.echo(f"\n{len(replies)} node{'s' if len(replies) != 1 else ''} online.")
+
+
+@main.command()
+@_app_option
+@click.argument("command", type=click.Choice(INSPECT_COMMANDS))
+@click.option("-d", "--destination", default=None, help="Comma-separated worker names")
+@click.option("-t", "--timeout", type=float, default=1.0, show_default=True)
+@click.option("-j", "--json", "as_json", is_flag=True, help="Print the replies as JSON")
+@click.pass_context
+def inspect(ctx, app_spec, command, destination, timeout, as_json):
+    """Ask the live workers (Celery's ``inspect``): ping, active, registered, stats ..."""
+    app = _resolve_app(ctx, app_spec)
+    dest = [d for d in destination.split(",") if d] if destination else None
+    _print_replies(getattr(app.control.inspect(dest, timeout), command)(), as_json)
+
+
+@main.command()
+@_app_option
+@click.argument("command", type=click.Choice(("ping", "shutdown", "revoke")))
+@click.argument("ids", nargs=-1)
+@click.option("-d", "--destination", default=None, help="Comma-separated worker names")
+@click.option("-t", "--timeout", type=float, default=1.0, show_default=True)
+@click.option("--terminate", is_flag=True, help="revoke: also stop a running task")
+@click.option("-j", "--json", "as_json", is_flag=True)
+@click.pass_context
+def control(ctx, app_spec, command, ids, destination, timeout, terminate, as_json):
+    """Steer the live workers (Celery's ``control``): ping, shutdown, revoke ID..."""
+    app = _resolve_app(ctx, app_spec)
+    dest = [d for d in destination.split(",") if d] if destination else None
+    if command == "revoke":
+        if not ids:
+            raise click.UsageError("revoke needs the task ids")
+        app.control.revoke(list(ids), terminate=terminate)
+        click.echo(f"revoked {len(ids)} task(s)")
+    elif command == "shutdown":
+        app.control.shutdown(dest)
+        click.echo("shutdown sent")
+    else:
+        merged: dict = {}
+        for reply in app.control.ping(dest, timeout):
+            merged.update(reply)
+        _print_replies(merged, as_json)
+
+
+@main.command()
+@_app_option
+@click.argument("task_id")
+@click.option("-t", "--timeout", type=float, default=None, help="Wait this long for it")
+@click.option("--traceback", "show_traceback", is_flag=True, help="Show a failure's traceback")
+@click.pass_context
+def result(ctx, app_spec, task_id, timeout, show_traceback):
+    """Print a task's result (Celery's ``result``)."""
+    app = _resolve_app(ctx, app_spec)
+    res = app.AsyncResult(task_id)
+    if timeout is not None or res.ready():
+        value = res.get(timeout=timeout, propagate=False)
+    else:
+        value = None
+    if res.failed() and show_traceback:
+        click.echo(res.traceback)
+    else:
+        click.echo(repr(value) if res.ready() else res.state)
+
+
+@main.command()
+@_app_option
+@click.argument("name")
+@click.option("-a", "--args", "args_json", default="[]", help="Positional arguments, JSON")
+@click.option("-k", "--kwargs", "kwargs_json", default="{}", help="Keyword arguments, JSON")
+@click.option("--countdown", type=float, default=None)
+@click.option("-Q", "--queue", default=None)
+@click.pass_context
+def call(ctx, app_spec, name, args_json, kwargs_json, countdown, queue):
+    """Send a task by name and print its id (Celery's ``call``)."""
+    import json
+
+    app = _resolve_app(ctx, app_spec)
+    res = app.send_task(name, json.loads(args_json), json.loads(kwargs_json),
+                        countdown=countdown, queue=queue)
+    click.echo(res.id)
+
+
 @main.command("migrate-celery")
 @_app_option
 @click.option("--from", "source", default=None,

@@ -69,6 +69,12 @@ def state(task_id: str) -> str:
 
 REVOKED = "fastq:revoked"  # zset: task id -> epoch s until which the revocation is kept
 REVOCATIONS = "fastq:revocations"  # stream of revocations, for workers to follow
+CONTROL = "fastq:control"  # stream of remote-control commands (inspect, ping ...) to workers
+
+
+def control_reply(command_id: str) -> str:
+    """The list the workers push their replies to one remote-control command to (TTL)."""
+    return f"fastq:control:reply:{command_id}"
 
 
 def unique(key: str) -> str:

@@ -193,6 +193,26 @@ class ResultStore(Protocol):
     def peek_results(self, task_ids: Sequence[str]) -> list[bytes | None]:
         """The terminal records of many tasks, in order (None where there is none), pipelined."""
 
+    def broadcast(self, command_id: str, data: bytes) -> None:
+        """Announce a remote-control command to every worker (fastq/worker/remote.py)."""
+        raise NotImplementedError
+
+    def control_cursor(self) -> str:
+        """Where a worker starting now follows the commands from (only later ones reach it)."""
+        raise NotImplementedError
+
+    def commands_since(self, cursor: str) -> tuple[str, list[tuple[str, bytes]]]:
+        """The commands announced after ``cursor``: (new cursor, [(command id, data)])."""
+        raise NotImplementedError
+
+    def reply(self, command_id: str, data: bytes, ttl_ms: int) -> None:
+        """One worker's reply to a command."""
+        raise NotImplementedError
+
+    def replies(self, command_id: str, timeout: float, limit: int | None) -> list[bytes]:
+        """The replies to a command arriving within ``timeout`` s (fewer once ``limit`` came)."""
+        raise NotImplementedError
+
     def set_state(self, task_id: str, record: bytes, ttl_ms: int) -> None:
         """Write a non-terminal state record now (``update_state``, STARTED), not with the round's
         outcomes: it is read while the task still runs."""

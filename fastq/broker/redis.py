@@ -944,6 +944,38 @@ class RedisBroker:
                 out.append(fields)
         return cursor, out
 
+    # -- remote control ------------------------------------------------------------------
+    def broadcast(self, command_id: str, data: bytes) -> None:
+        self.client.xadd(keys.CONTROL, {"id": command_id, "m": data}, maxlen=1000,
+                         approximate=True)
+
+    def control_cursor(self) -> str:
+        last = self.client.xrevrange(keys.CONTROL, count=1)
+        return last[0][0].decode() if last else "0-0"
+
+    def commands_since(self, cursor: str) -> tuple[str, list[tuple[str, bytes]]]:
+        cursor, entries = self._entries_since(keys.CONTROL, cursor)
+        return cursor, [(f[b"id"].decode(), f[b"m"]) for f in entries]
+
+    def reply(self, command_id: str, data: bytes, ttl_ms: int) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.rpush(keys.control_reply(command_id), data)
+        pipe.pexpire(keys.control_reply(command_id), ttl_ms)
+        pipe.execute()
+
+    def replies(self, command_id: str, timeout: float, limit: int | None) -> list[bytes]:
+        key = keys.control_reply(command_id)
+        deadline = time.monotonic() + timeout
+        out: list[bytes] = []
+        while limit is None or len(out) < limit:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            got = self.client.blpop([key], timeout=max(left, 0.01))
+            if got is not None:
+                out.append(got[1])
+        return out
+
     def set_state(self, task_id: str, record: bytes, ttl_ms: int) -> None:
         self.results.set(keys.state(task_id), record, px=ttl_ms)
 

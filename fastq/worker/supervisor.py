@@ -20,6 +20,7 @@ from fastq.middleware import call_hooks
 from fastq.worker import health
 from fastq.worker.child import Child
 from fastq.worker.overseer import Overseer
+from fastq.worker.remote import Remote
 from fastq.worker.slots import Slots
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("fastq.supervisor")
 RESTART_BACKOFF_MAX = 5.0
+COMMAND_POLL_S = 0.05  # how often the supervisor looks for remote-control commands
 WORN_OUT = 3  # a child's exit code when it stopped to be replaced (replaced at once, no back-off)
 MAINTENANCE_S = 30.0
 
@@ -44,6 +46,8 @@ class Supervisor:
         self.backoff: dict[int, float] = {}  # slot -> current restart delay
         self.signals = 0
         self._ready = False  # every child has entered its fetch loop (worker_ready ran)
+        self.remote: Remote | None = None  # answers app.control / fastq inspect
+        self._next_command_poll = 0.0
         self.pid = os.getpid()
         self.slots = Slots(concurrency)
         self.overseer = Overseer(app, queues, self.slots, self.consumer, self._kill_slot, self.name,
@@ -83,6 +87,7 @@ class Supervisor:
                 self._signal_children(signal.SIGKILL)
             if not self._ready:
                 self._check_ready()
+            self._answer_commands()
             pause = self._oversee()
             if not self.signals and time.monotonic() >= next_maintenance:
                 next_maintenance = time.monotonic() + MAINTENANCE_S
@@ -91,6 +96,19 @@ class Supervisor:
         call_hooks(self.app.hooks.worker_shutdown, self, log=self._log)
         self._log.info("worker stopped")
         return 0
+
+    def _answer_commands(self) -> None:
+        """Remote control (fastq/worker/remote.py); Redis trouble is logged, never fatal."""
+        now = time.monotonic()
+        if now < self._next_command_poll:
+            return
+        self._next_command_poll = now + COMMAND_POLL_S
+        try:
+            if self.remote is None:
+                self.remote = Remote(self)
+            self.remote.poll()
+        except Exception as exc:  # noqa: BLE001 - a Redis outage must not stop the supervisor
+            self._log.warning("remote control failed, retrying", error=str(exc))
 
     def _check_ready(self) -> None:
         """``worker_ready`` hooks, once: when every child has started fetching."""

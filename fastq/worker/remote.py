@@ -1,0 +1,125 @@
+"""Remote control, the worker's side: the supervisor answers ``app.control`` / ``fastq inspect``.
+
+Commands come on one stream (``fastq:control``) that every supervisor follows from the moment it
+starts, read without blocking once per loop of the supervisor; a command names its destination
+workers (or none: all), and each addressed worker pushes ``{worker name: reply}`` to the
+command's reply list. Replies have Celery's shapes, so ``app.control.inspect().active()`` reads as
+it does with Celery. Everything here runs in the supervisor, off the children's hot path.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+import structlog
+
+from fastq._core import decode_message, unpack_body
+from fastq.keys import parse_stream
+
+if TYPE_CHECKING:
+    from fastq.worker.supervisor import Supervisor
+
+log = structlog.get_logger("fastq.remote")
+REPLY_TTL_MS = 60_000
+
+
+class Remote:
+    """Follows the command stream for one supervisor and answers what it addresses."""
+
+    def __init__(self, worker: Supervisor):
+        self.worker = worker
+        self.cursor = self.broker.control_cursor()
+        self.started = time.time()
+
+    @property
+    def broker(self) -> Any:
+        return self.worker.app.broker
+
+    def poll(self) -> None:
+        self.cursor, commands = self.broker.commands_since(self.cursor)
+        for command_id, data in commands:
+            command = msgpack.unpackb(data)
+            wanted = command.get("destination")
+            if wanted and self.worker.name not in wanted:
+                continue
+            name = command["command"]
+            handler = getattr(self, f"do_{name}", None)
+            try:
+                answer = handler(**(command.get("arguments") or {})) if handler else \
+                    {"error": f"fastq workers have no command {name!r}"}
+            except Exception as exc:  # noqa: BLE001 - a bad command must not stop the worker
+                answer = {"error": f"{type(exc).__name__}: {exc}"}
+            if command.get("reply", True):
+                self.broker.reply(command_id, msgpack.packb({self.worker.name: answer},
+                                                            default=repr), REPLY_TTL_MS)
+            if name == "shutdown" and handler:
+                self.worker.signals = max(self.worker.signals, 1)  # warm, as SIGTERM
+
+    # -- Celery's commands -------------------------------------------------------------------
+    def do_ping(self) -> dict:
+        return {"ok": "pong"}
+
+    def do_registered(self, taskinfoitems: Any = None) -> list[str]:
+        return sorted(n for n in self.worker.app.tasks if not n.startswith("fastq."))
+
+    def do_active_queues(self) -> list[dict]:
+        return [{"name": q, "exchange": {"name": q, "type": "direct"}, "routing_key": q,
+                 "durable": True, "auto_delete": False} for q in self.worker.queues]
+
+    def do_active(self, safe: Any = None) -> list[dict]:
+        """The task each busy child is running, read back from its message in Redis."""
+        out = []
+        now_mono, now = time.monotonic(), time.time()
+        for slot in range(self.worker.concurrency):
+            state = self.worker.slots.read(slot)
+            if not state.busy:
+                continue
+            info: dict[str, Any] = {"id": state.task_id, "hostname": self.worker.name,
+                                    "time_start": now - (now_mono - state.started),
+                                    "acknowledged": True, "worker_pid": self._pid(slot),
+                                    "delivery_info": {"routing_key": parse_stream(
+                                        state.stream)[0] if state.stream else None}}
+            data = self.broker.entry(state.stream, state.entry) if state.stream else None
+            if data:
+                msg = decode_message(data)
+                args, kwargs = unpack_body(msg.body, msg.codec, msg.compressed, False)
+                info.update(name=msg.task, type=msg.task, args=list(args), kwargs=kwargs)
+            out.append(info)
+        return out
+
+    def do_reserved(self, safe: Any = None) -> list[dict]:
+        return []  # a child's prefetched messages are only read as it runs them (see docs)
+
+    def do_scheduled(self, safe: Any = None) -> list[dict]:
+        return []  # countdown/eta messages wait in Redis, not in a worker (see docs)
+
+    def do_revoked(self) -> list[str]:
+        live, _cursor = self.broker.live_revocations()
+        return sorted(live)
+
+    def do_stats(self) -> dict:
+        beats = {w["consumer"]: w for w in map(msgpack.unpackb, self.broker.workers())}
+        mine = [beats.get(self.worker.consumer(s), {}) for s in range(self.worker.concurrency)]
+        return {"pid": os.getpid(), "hostname": socket.gethostname(),
+                "uptime": int(time.time() - self.started),
+                "total": {"processed": sum(b.get("processed", 0) for b in mine),
+                          "failed": sum(b.get("failed", 0) for b in mine)},
+                "pool": {"implementation": "fastq:prefork",
+                         "max-concurrency": self.worker.concurrency,
+                         "processes": sorted(self.worker.children)},
+                "broker": {"transport": "redis"}, "prefetch_count": self.worker.app.settings.prefetch}
+
+    def do_conf(self, with_defaults: bool = False) -> dict:
+        conf = self.worker.app.conf
+        if hasattr(conf, "table"):
+            return conf.table(with_defaults=with_defaults)
+        return conf.model_dump(mode="json", exclude={"beat_schedule"})
+
+    def do_shutdown(self) -> dict:
+        return {"ok": "shutting down"}
+
+    def _pid(self, slot: int) -> int | None:
+        return next((pid for pid, s in self.worker.children.items() if s == slot), None)
