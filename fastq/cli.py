@@ -64,15 +64,30 @@ def main(ctx: click.Context, app_spec: str | None, broker: str | None) -> None:
               help="Replace a child after it ran this many tasks")
 @click.option("--max-memory-per-child", type=int, default=None,
               help="Replace a child once its resident memory exceeds this many KiB")
+@click.option("-X", "--exclude-queues", default=None, help="Comma-separated queues not to consume")
+@click.option("--autoscale", default=None, help="MAX,MIN: fastq runs MAX children (see docs)")
+@click.option("--pidfile", default=None, help="Write the supervisor's pid here (removed at exit)")
+@click.option("-f", "--logfile", default=None, help="Log to this file instead of stderr")
+@click.option("-D", "--detach", is_flag=True, help="Run in the background (with --logfile)")
 @click.option("-B", "--beat", "embed_beat", is_flag=True,
               help="Also run a beat (periodic tasks) in a process of its own")
 @click.pass_context
 def worker(ctx, app_spec, concurrency, queues, prefetch, prefetch_multiplier, loglevel, name, pool,
            task_events, optimization, without_gossip, without_mingle, without_heartbeat,
-           max_tasks_per_child, max_memory_per_child, embed_beat):
+           max_tasks_per_child, max_memory_per_child, exclude_queues, autoscale, pidfile, logfile,
+           detach, embed_beat):
     """Start a worker: a supervisor and N child processes."""
     from fastq.worker.supervisor import Supervisor
 
+    if detach:
+        _detach()
+    if logfile:
+        _log_to(logfile)
+    if autoscale:
+        most = int(autoscale.split(",")[0])
+        concurrency = concurrency or most
+        click.echo(f"note: --autoscale {autoscale}: fastq runs {concurrency} children all the "
+                   "time (an idle child costs one blocked read)", err=True)
     log.configure(loglevel)
     app = _resolve_app(ctx, app_spec)
     app.import_modules()
@@ -86,17 +101,46 @@ def worker(ctx, app_spec, concurrency, queues, prefetch, prefetch_multiplier, lo
     if pool and pool not in ("prefork", "processes"):
         click.echo(f"note: --pool {pool} ignored; fastq children are processes with an event loop "
                    "for async tasks", err=True)
-    qs = [q for q in (queues or app.conf.default_queue).split(",") if q]
+    excluded = set((exclude_queues or "").split(","))
+    qs = [q for q in (queues or app.settings.default_queue).split(",") if q and q not in excluded]
+    if not qs:
+        raise click.UsageError("no queue left to consume (-Q minus -X is empty)")
     sup = Supervisor(app, concurrency or app.settings.concurrency or os.cpu_count() or 1, qs,
                      name=name)
-    if not embed_beat:
-        sys.exit(sup.run())
-    beat_pid = _fork_beat(app)
+    if pidfile:
+        with open(pidfile, "w") as f:
+            f.write(f"{os.getpid()}\n")
+    beat_pid = _fork_beat(app) if embed_beat else None
     try:
         code = sup.run()
     finally:
-        _stop_beat(beat_pid)
+        if beat_pid is not None:
+            _stop_beat(beat_pid)
+        if pidfile and os.getpid() == sup.pid:
+            try:
+                os.unlink(pidfile)
+            except FileNotFoundError:
+                pass
     sys.exit(code)
+
+
+def _detach() -> None:
+    """Celery's ``--detach``: go on in a process of its own session; the command returns."""
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+
+
+def _log_to(path: str) -> None:
+    """Send this process's (and its children's) stderr, where the logs go, to ``path``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 @main.command()

@@ -48,3 +48,21 @@ def test_inspect_and_control_a_live_worker(app, start_worker, r):
     assert stop.returncode == 0
     assert w.proc.wait(20) == 0  # stopped warm, as by SIGTERM
     assert _cli("inspect", "ping", "-t", "0.3").returncode == 69  # nobody left to answer
+
+
+def test_a_detached_worker_with_pidfile_logfile_and_excluded_queues(app, r, tmp_path):
+    pidfile, logfile = tmp_path / "w.pid", tmp_path / "w.log"
+    name = "detached-worker"
+    launched = _cli("worker", "-c", "1", "-n", name, "-Q", "default,other", "-X", "other",
+                    "--pidfile", str(pidfile), "--logfile", str(logfile), "--detach")
+    assert launched.returncode == 0  # the command returned; the worker goes on
+    try:
+        wait_for(pidfile.exists, 20, message="the pid file")
+        inspect = app.control.inspect([name], timeout=0.5)
+        queues = wait_for(inspect.active_queues, 20, message="the detached worker answering")
+        assert [q["name"] for q in queues[name]] == ["default"]  # -X other
+        assert "worker starting" in logfile.read_text()
+        assert inspect.stats()[name]["pid"] == int(pidfile.read_text())
+    finally:
+        app.control.shutdown([name])
+    wait_for(lambda: not pidfile.exists(), 20, message="the pid file removed at exit")
