@@ -260,3 +260,11 @@ def test_what_a_workflow_cannot_do_is_refused_before_sending(fapp, r):
     with pytest.raises(WorkflowError, match=r"unsupported options .*\['unique_key'\]"):
         group(inc.s(1).set(unique_key="once"), inc.s(2)).delay()  # refused, not ignored
     assert r.keys("fastq:*") == []
+
+
+def test_a_chord_with_an_empty_header_uses_its_bodys_app(fapp):
+    from fastq import App
+    from tests.apps.flows import collect
+
+    App("another", broker=fapp.conf.broker_url)  # now the current app, with other settings
+    assert chord([], collect.s()).app is fapp

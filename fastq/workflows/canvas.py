@@ -248,9 +248,12 @@ class chord(_Composite):  # noqa: N801 - Celery's name
         members = header.tasks if isinstance(header, group) else [
             maybe_signature(t, app) for t in (header or ())]
         head = group(members, app=app)
-        super().__init__("fastq.chord", (), {"header": head, "body": maybe_signature(body, app)
-                                              if body is not None else None},
-                         options, subtask_type=CHORD, app=app or head._app)
+        tail = maybe_signature(body, app) if body is not None else None
+        # an empty header has no app of its own: the body's (else the current app's queues,
+        # not the tasks' app, would be used)
+        super().__init__("fastq.chord", (), {"header": head, "body": tail}, options,
+                         subtask_type=CHORD,
+                         app=app or head._app or (tail._app if tail is not None else None))
 
     header = property(lambda self: self.kwargs["header"])
     body = property(lambda self: self.kwargs["body"])
