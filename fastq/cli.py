@@ -549,10 +549,7 @@ def control(ctx, app_spec, command, ids, destination, timeout, terminate, as_jso
         app.control.shutdown(dest)
         click.echo("shutdown sent")
     else:
-        merged: dict = {}
-        for reply in app.control.ping(dest, timeout):
-            merged.update(reply)
-        _print_replies(merged, as_json)
+        _print_replies(app.control.inspect(dest, timeout).ping(), as_json)
 
 
 @main.command()

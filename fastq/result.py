@@ -42,7 +42,7 @@ def success_record(value: Any, task_name: str, codec: int, threshold: int,
                    children: list[str] | None = None) -> bytes:
     """Encode a return value; a value the codec cannot carry becomes a FAILURE (EncodeError).
     ``children``: the ids of the tasks it sent while it ran."""
-    record = [states.SUCCESS, value, None, None, None, int(time.time() * 1000), task_name]
+    record = _value_record(states.SUCCESS, value, task_name)
     if children:
         record.append(children)
     try:
@@ -54,8 +54,12 @@ def success_record(value: Any, task_name: str, codec: int, threshold: int,
 def state_record(state: str, meta: Any, task_name: str, codec: int, threshold: int) -> bytes:
     """A non-terminal record (``update_state``: a custom state such as PROGRESS, or STARTED)
     whose value is ``meta``."""
-    return pack_value([state, meta, None, None, None, int(time.time() * 1000), task_name],
-                      codec, threshold)
+    return pack_value(_value_record(state, meta, task_name), codec, threshold)
+
+
+def _value_record(state: str, value: Any, task_name: str) -> list:
+    """A record carrying a value, no exception: a result, or an ``update_state``'s meta."""
+    return [state, value, None, None, None, int(time.time() * 1000), task_name]
 
 
 def _exception_class(type_name: str) -> Any:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastq import states
-from fastq._core import unpack_body
+from fastq.compat.task import args_of
 from fastq.errors import Reject
 from fastq.middleware import Middleware, SkipMessage
 
@@ -117,15 +117,6 @@ def version() -> int:
 
 
 # -- what the hooks pass ---------------------------------------------------------------------
-def _call(msg: Any) -> tuple[tuple, dict]:
-    """The message's arguments, decoded again (only when a receiver asks for them)."""
-    try:
-        args, kwargs = unpack_body(msg.body, msg.codec, msg.compressed, True)
-    except Exception:  # noqa: BLE001 - an observer never fails the task
-        return (), {}
-    return tuple(args), dict(kwargs)
-
-
 def _headers(msg: Any) -> dict:
     """Celery's protocol-2 headers, as far as fastq's envelope has them."""
     return {"lang": "py", "task": msg.task, "id": msg.id, "root_id": msg.root_id or msg.id,
@@ -151,13 +142,13 @@ class SignalHooks(Middleware):
 
     # producer
     def before_send(self, app: Any, message: Any) -> None:
-        args, kwargs = _call(message)
+        args, kwargs = args_of(message)
         before_task_publish.send(sender=message.task, body=(args, kwargs, {}), exchange="",
                                  routing_key=message.queue, headers=_headers(message), properties={},
                                  declare=[], retry_policy=None)
 
     def after_send(self, app: Any, message: Any) -> None:
-        args, kwargs = _call(message)
+        args, kwargs = args_of(message)
         after_task_publish.send(sender=message.task, body=(args, kwargs, {}), exchange="",
                                 routing_key=message.queue, headers=_headers(message))
 
@@ -185,7 +176,7 @@ class SignalHooks(Middleware):
         if task_received.receivers:
             task_received.send(sender=self._child, request=task.request_for(message))
         if task_prerun.receivers:
-            args, kwargs = _call(message)
+            args, kwargs = args_of(message)
             task_prerun.send(sender=task, task_id=message.id, task=task, args=args,
                              kwargs=kwargs)
 
@@ -214,12 +205,14 @@ class SignalHooks(Middleware):
             state = states.REJECTED
         else:
             state = states.FAILURE
-            if task_failure.receivers:
-                args, kwargs = _call(message)
-                task_failure.send(sender=task, task_id=message.id, exception=exc, args=args,
-                                  kwargs=kwargs, traceback=exc.__traceback__, einfo=_einfo(exc))
+        failing = state == states.FAILURE and task_failure.receivers
+        if not (failing or task_postrun.receivers):
+            return
+        args, kwargs = args_of(message)  # decoded once for both
+        if failing:
+            task_failure.send(sender=task, task_id=message.id, exception=exc, args=args,
+                              kwargs=kwargs, traceback=exc.__traceback__, einfo=_einfo(exc))
         if task_postrun.receivers:
-            args, kwargs = _call(message)
             task_postrun.send(sender=task, task_id=message.id, task=task, args=args,
                               kwargs=kwargs, retval=result if exc is None else exc, state=state)
 

@@ -73,12 +73,7 @@ class Request:
 
     def _args(self) -> tuple[tuple, dict]:
         if self._call is None:
-            msg = self._msg
-            if msg is None or not msg.body:
-                self._call = ((), {})
-            else:
-                args, kwargs = unpack_body(msg.body, msg.codec, msg.compressed, True)
-                self._call = (tuple(args), dict(kwargs))
+            self._call = args_of(self._msg) if self._msg is not None else ((), {})
         return self._call
 
     def _field(self, name: str, default: Any = None) -> Any:
@@ -112,9 +107,11 @@ class Request:
 
     @property
     def hostname(self) -> str | None:
+        if self._msg is None:  # called directly
+            return None
         child = _child[0]
-        if child is None or self._msg is None or self.is_eager:
-            return None if self._msg is None else socket.gethostname()
+        if child is None or self.is_eager:
+            return socket.gethostname()
         return child.consumer.rpartition(":")[0] or child.consumer
 
     @property
@@ -420,7 +417,7 @@ class ClassHooks(Middleware):
 
     def before_execute(self, task: Any, message: Message) -> None:
         if isinstance(task, CeleryTask) and overrides_hooks(type(task)):
-            args, kwargs = _args_of(message)
+            args, kwargs = args_of(message)
             task.before_start(message.id, args, kwargs)
 
     def on_retry(self, task: Any, message: Message, exc: BaseException, countdown: float) -> None:
@@ -436,7 +433,7 @@ class ClassHooks(Middleware):
 
         if isinstance(exc, SkipMessage):
             return
-        args, kwargs = _args_of(message)
+        args, kwargs = args_of(message)
         run_class_hooks(task, message.id, args, kwargs, result, exc, retried)
 
 
@@ -445,13 +442,8 @@ class TrackStarted(Middleware):
 
     def before_execute(self, task: Any, message: Message) -> None:
         if getattr(task, "track_started", False):
-            from fastq.result import state_record
-
-            conf = task.app.settings
-            task.app.broker.set_state(message.id, state_record(
-                states.STARTED, {"pid": os.getpid(), "hostname": socket.gethostname()},
-                task.name, message.codec, conf.compress_threshold),
-                int(conf.result_expires * 1000))
+            task.update_state(message.id, states.STARTED,
+                              {"pid": os.getpid(), "hostname": socket.gethostname()})
 
 
 class ChildTracker(Middleware):
@@ -461,7 +453,9 @@ class ChildTracker(Middleware):
         _child[0] = child
 
 
-def _args_of(message: Message) -> tuple[tuple, dict]:
+def args_of(message: Message) -> tuple[tuple, dict]:
+    """A message's arguments, decoded again for an observer (a hook, a signal, ``request``);
+    ``((), {})`` if they do not decode: an observer never fails the task."""
     try:
         args, kwargs = unpack_body(message.body, message.codec, message.compressed, True)
     except Exception:  # noqa: BLE001 - a hook never fails the task

@@ -73,8 +73,8 @@ class RateLimited(Middleware):
         self._denied.clear()
 
     def before_execute(self, task: Task, message: Message) -> None:
-        queue = keys.parse_stream(self.child.current_stream)[0] if self.queue_rates else None
-        queue_rate = self.queue_rates.get(queue) if queue else None
+        queue = message.queue  # set by the child from the stream it read the message from
+        queue_rate = self.queue_rates.get(queue) if self.queue_rates else None
         if not (task.rate or queue_rate):
             return
         buckets = []
