@@ -18,6 +18,13 @@ from urllib.parse import urlsplit
 import redis
 import structlog
 
+try:  # redis-py uses hiredis when it is installed (it is a dependency): _raw_execute's fast path
+    from hiredis import pack_command as _pack_command
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+except ImportError:  # pragma: no cover - redis-py's own layers then
+    _pack_command = None
+    _NOT_ENOUGH_DATA = None
+
 from fastq import keys
 from fastq.broker import lua
 from fastq.broker.base import (
@@ -78,6 +85,14 @@ def _deliveries(reply) -> list[Delivery]:
         for entry_id, fields in entries:
             out.append((skey, level, entry_id, fields[1] if fields else None))
     return out
+
+
+def _taken(reply: list) -> list[Delivery]:
+    """What a dag_release.lua call read for its sender: ``[1, XREADGROUP reply]``."""
+    read = reply[1] if len(reply) > 1 else None
+    if read and isinstance(read[0], bytes):  # fakeredis drops the outer list of one stream
+        read = [read]
+    return _deliveries(read)
 
 
 def _no_group(exc: Exception) -> bool:
@@ -152,10 +167,18 @@ def _raw_execute(client: redis.Redis, commands: list[tuple]) -> list:
     """Send ``commands`` in one write and read their raw replies, an error as its exception
     object. Unlike a redis-py pipeline this applies no reply callbacks, which would choke on
     the QUEUED replies of a MULTI sent inside a pipeline. A connection whose replies were not
-    all read is dropped, never reused."""
+    all read is dropped, never reused.
+
+    The hot path of every round (a finish, its release and the next read): over hiredis the
+    commands are packed and their replies taken from the connection's hiredis reader directly,
+    which halves what redis-py's per-reply layers cost on top of the round trip itself."""
     pool = client.connection_pool
     conn = pool.get_connection()
     try:
+        parser = getattr(conn, "_parser", None)
+        if getattr(parser, "_reader", None) is not None and _pack_command is not None:
+            conn.send_packed_command([b"".join([_pack_command(c) for c in commands])])
+            return _read_replies_of(parser, len(commands))
         conn.send_packed_command(conn.pack_commands(commands))
         replies: list = []
         for _ in commands:
@@ -169,6 +192,22 @@ def _raw_execute(client: redis.Redis, commands: list[tuple]) -> list:
         raise
     finally:
         pool.release(conn)
+
+
+def _read_replies_of(parser: Any, n: int) -> list:
+    """``n`` replies from a redis-py hiredis parser's reader (reading the socket as needed);
+    its reader gives error replies as redis-py exception objects."""
+    reader = parser._reader
+    replies: list = []
+    while len(replies) < n:
+        reply = reader.gets(False)
+        if reply is _NOT_ENOUGH_DATA:
+            parser.read_from_socket()
+            continue
+        if isinstance(reply, redis.ConnectionError):
+            raise reply
+        replies.append(reply)
+    return replies
 
 
 def _graph_steps(replies: list, graphs: list[str], acked_streams: int) -> list[GraphStep]:
@@ -208,7 +247,19 @@ class _BoundedConnect:
 
     def on_connect_check_health(self, check_health: bool = True) -> None:
         super().on_connect_check_health(check_health)  # type: ignore[misc]
+        # the verbs called by sha inside a finish's MULTI: a new connection (a new or restarted
+        # server, a failover) knows them before its first finish
+        for name in PRELOADED:
+            self.send_command("SCRIPT", "LOAD", lua.load(name))  # type: ignore[attr-defined]
+        for _ in PRELOADED:
+            self.read_response()  # type: ignore[attr-defined]
         self._sock.settimeout(self.socket_timeout)  # type: ignore[attr-defined]
+
+
+# Called by sha inside MULTI, on connections that load them when they connect: an unknown sha
+# there would fail that call alone (the rest applies), so a finish whose graph step failed so
+# (SCRIPT FLUSH while running) runs the step again at once (RedisBroker._finish_graphs).
+PRELOADED = ("dag_complete",)
 
 
 class _TCP(_BoundedConnect, redis.Connection):
@@ -316,6 +367,9 @@ class RedisBroker:
         self.client.response_callbacks.pop("XREADGROUP", None)
         self.client.response_callbacks.pop("XAUTOCLAIM", None)
         self._known_queues: set[str] = set()
+        # connections that load PRELOADED when they connect (fakeredis's do not)
+        self._preloaded = issubclass(self.client.connection_pool.connection_class,
+                                     _BoundedConnect)
         self._promote = self.client.register_script(lua.load("promote"))
         self._release = self.client.register_script(lua.load("release"))
         self._unique_claim = self.client.register_script(lua.load("unique_claim"))
@@ -538,23 +592,28 @@ class RedisBroker:
     def _fetch_pipelined(self, consumer: str, queues: list[str], count: int, block_ms: int,
                          counts: list[int] | None, release: Release | None) -> list[Delivery]:
         pipe = self.client.pipeline(transaction=False)
-        released = self._queue_release(pipe, release) if release is not None else 0
-        self._queue_reads(pipe, consumer, queues, count, block_ms, counts)
+        released, taking = self._queue_release(pipe, release, consumer, queues) \
+            if release is not None else (0, False)
+        # a node taken for this consumer is work in hand: the read must not block then
+        self._queue_reads(pipe, consumer, queues, count, 0 if taking else block_ms, counts)
         replies = pipe.execute(raise_on_error=False)
-        self._check_released(replies[:released], release)
-        return self._read_replies(replies[released:], queues)
+        taken = self._check_released(replies[:released], release)
+        return taken + self._read_replies(replies[released:], queues)
 
-    def _check_released(self, replies: list, release: Release | None) -> None:
+    def _check_released(self, replies: list, release: Release | None) -> list[Delivery]:
         """Raise the first error of a release sent in a pipeline (what was read with it is
         pending under this consumer, so nothing is lost); a script the server did not know (a
-        new or restarted server) is loaded and the release sent again, deduplicated."""
+        new or restarted server) is loaded and the release sent again, deduplicated. Returns
+        what the release read for this consumer (a node it sent to itself)."""
         failed = [r for r in replies if isinstance(r, Exception)]
         if failed:
             if not all(isinstance(r, redis.exceptions.NoScriptError) for r in failed):
                 raise failed[0]
             self.graph_release(release)
-        elif release is not None:  # registered (SADD) with the send: no need again
+            return []
+        if release is not None:  # registered (SADD) with the send: no need again
             self._known_queues |= {queue for queue, *_ in release.sends}
+        return [d for r in replies if isinstance(r, list) for d in _taken(r)]
 
     @staticmethod
     def _queue_reads(pipe: Any, consumer: str, queues: list[str], count: int, block_ms: int,
@@ -610,7 +669,8 @@ class RedisBroker:
                 pipe.execute()
             pipe = self.client.pipeline(transaction=True)
         graphs = self._queue_settle(pipe, done, result_ttl_ms)
-        return _graph_steps(pipe.execute(), graphs, len(done.acks))
+        return self._finish_graphs(_graph_steps(pipe.execute(), graphs, len(done.acks)), done,
+                                   result_ttl_ms)
 
     def finish_and_fetch(self, done: Finish, result_ttl_ms: int, consumer: str,
                          queues: list[str], count: int, counts: list[int] | None = None,
@@ -630,7 +690,8 @@ class RedisBroker:
         graphs = self._queue_settle(batch, done, result_ttl_ms)
         cmd("EXEC")
         queued = len(batch)
-        released = self._queue_release(batch, release) if release is not None else 0
+        released = self._queue_release(batch, release, consumer, queues)[0] \
+            if release is not None else 0
         self._queue_reads(batch, consumer, queues, count, 0, counts)
         replies = _raw_execute(self.client, batch.commands)
         # a command refused when queued (OOM) makes EXEC fail too (EXECABORT): nothing applied
@@ -639,9 +700,23 @@ class RedisBroker:
             refused = next((r for r in replies[queued - 1] if isinstance(r, Exception)), None)
         if refused is not None:
             raise refused
-        self._check_released(replies[queued:queued + released], release)
-        steps = _graph_steps(replies[queued - 1], graphs, len(done.acks))
-        return steps, self._read_replies(replies[queued + released:], queues)
+        taken = self._check_released(replies[queued:queued + released], release)
+        steps = self._finish_graphs(_graph_steps(replies[queued - 1], graphs, len(done.acks)),
+                                    done, result_ttl_ms)
+        return steps, taken + self._read_replies(replies[queued + released:], queues)
+
+    def _finish_graphs(self, steps: list[GraphStep], done: Finish, result_ttl_ms: int
+                       ) -> list[GraphStep]:
+        """``steps``, with those whose dag_complete.lua call the server did not know (its
+        scripts flushed since this connection loaded them) run again now, idempotent."""
+        lost = {dag_id for dag_id, reply in steps
+                if isinstance(reply, redis.exceptions.NoScriptError)}
+        if not lost:
+            return steps
+        log.warning("the server forgot fastq's scripts (SCRIPT FLUSH?); graph steps run again",
+                    graphs=len(lost))
+        again = dict(self.graph_complete([n for n in done.nodes if n[0] in lost], result_ttl_ms))
+        return [(dag_id, again.get(dag_id, reply)) for dag_id, reply in steps]
 
     @staticmethod
     def _queue_results(cmd: Any, done: Finish, result_ttl_ms: int) -> None:
@@ -661,7 +736,8 @@ class RedisBroker:
             cmd("ZADD", keys.delayed(queue), due_ms, _delayed_member(level, data))
         for unique_key, owner in done.releases:
             _queue_script(pipe, self._release, [keys.unique(unique_key)], [owner], inline=True)
-        graphs = self._complete_nodes(pipe, done.nodes, result_ttl_ms, inline=True)
+        graphs = self._complete_nodes(pipe, done.nodes, result_ttl_ms,
+                                      inline=not self._preloaded)
         for skey, ids in done.acks.items():
             cmd("XACK", skey, keys.GROUP, *ids)
             cmd("XDEL", skey, *ids)
@@ -766,10 +842,15 @@ class RedisBroker:
         self._produce(_loading(self.client, op, self._dag_release))
         self._known_queues |= {queue for queue, *_ in release.sends}
 
-    def _queue_release(self, pipe: Any, release: Release) -> int:
+    def _queue_release(self, pipe: Any, release: Release, consumer: str | None = None,
+                       queues: Sequence[str] = ()) -> tuple[int, bool]:
         """Queue ``release``'s commands on ``pipe`` (the records of nodes failed upstream go
-        first, on a separate result store at once); returns how many were queued."""
+        first, on a separate result store at once); returns how many were queued, and whether
+        ``consumer`` takes one of the sent nodes at once: the first sent ready into one of its
+        ``queues`` (a chain's next step is run by the worker that ran the step before, and a
+        worker blocked on the stream elsewhere is not woken for it)."""
         start = len(pipe)
+        taker = [keys.GROUP, consumer] if consumer is not None else []
         if release.failures:  # before the outbox forgets the nodes
             target = pipe if self.results is self.client else \
                 self.results.pipeline(transaction=False)
@@ -783,14 +864,18 @@ class RedisBroker:
         for queue, level, due_ms, data, node_id in release.sends:
             target = keys.delayed(queue) if due_ms else keys.stream(queue, level)
             member = _delayed_member(level, data) if due_ms else data
+            args = [due_ms, member, release.marker_ttl_ms]
+            if taker and not due_ms and queue in queues:
+                args += taker
+                taker = []
             _queue_script(pipe, self._dag_release, [target, keys.node_sent(queue, node_id)],
-                          [due_ms, member, release.marker_ttl_ms])
+                          args)
         for dag_id, node_ids in release.sent:
             if node_ids:
                 pipe.execute_command("HDEL", keys.graph_outbox(dag_id), *node_ids)
         if release.finished:
             pipe.execute_command("ZREM", keys.GRAPHS, *release.finished)
-        return len(pipe) - start
+        return len(pipe) - start, consumer is not None and not taker
 
     def running_graphs(self, count: int = 1000) -> list[str]:
         return [g.decode() for g in self.client.zrange(keys.GRAPHS, 0, count - 1)]

@@ -32,6 +32,7 @@ from fastq.middleware import DeferMessage, SkipMessage, call_hooks
 from fastq.task import current_request
 from fastq.worker import gates, outcome
 from fastq.workflows.advance import ERRBACK, errback_arguments, report_sent, to_release
+from fastq.workflows.handoff import Handoff
 from fastq.workflows.watch import DependencyWatch
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ class Child:
         self._async_batch: list[tuple[Task, Message, tuple, dict, Delivery]] = []
         self._done = Finish()
         self._release: Release | None = None  # ready workflow nodes not yet sent
+        self._handoff = Handoff(app)  # chain steps sent with their predecessor's outcome
         self._next_batch: list[Delivery] | None = None  # read with the last round's outcomes
         self._last_flush = time.monotonic()
         self._next_heartbeat = 0.0
@@ -200,7 +202,10 @@ class Child:
     def _finish_and_fetch(self) -> list[Delivery]:
         """:meth:`flush` and the next read in one round trip (not blocking: an empty read is
         followed by a blocking fetch in the next round)."""
-        done, counts, release = self._done, self._read_counts(), self._release
+        done, counts = self._done, self._read_counts()
+        if done.nodes:
+            self._hand_off(done)
+        release = self._release
         steps, deliveries = self.broker.finish_and_fetch(
             done, self.result_ttl_ms, self.consumer, self.queues, self.conf.prefetch, counts,
             release)
@@ -209,6 +214,23 @@ class Child:
         self._settled(done, steps)
         self._last_flush = time.monotonic()
         return deliveries
+
+    def _hand_off(self, done: Finish) -> None:
+        """Send the successors that the round's succeeded nodes release for certain with their
+        outcomes (fastq/workflows/handoff.py)."""
+        try:
+            release = self._handoff.release(done.nodes)
+        except Exception:  # noqa: BLE001 - a bad graph must not stop the worker
+            self._log.exception("handing off a workflow step failed; the graph sends it")
+            return
+        if release is not None:
+            self._queue(release)
+
+    def _queue(self, release: Release) -> None:
+        if self._release is None:
+            self._release = release
+        else:
+            self._release.extend(release)
 
     def _read(self, deliveries: list[Delivery], counts: list[int] | None,
               release: Release | None) -> None:
@@ -560,16 +582,12 @@ class Child:
         are written already: if sending fails, the graph's outbox keeps the nodes and a sweeper
         sends them."""
         try:
-            release = to_release(self.app, steps)
+            release = to_release(self.app, steps, self._handoff)
         except Exception:  # noqa: BLE001 - a bad graph must not stop the worker
             self._log.exception("advancing a workflow failed; a sweeper will retry")
             return
-        if release is None:
-            return
-        if self._release is None:
-            self._release = release
-        else:
-            self._release.extend(release)
+        if release is not None:
+            self._queue(release)
 
     def _send_release(self) -> None:
         release, self._release = self._release, None

@@ -25,6 +25,7 @@ from fastq.result import exception_record, rebuild_exception
 if TYPE_CHECKING:
     from fastq.broker.base import GraphStep
     from fastq.message import Message
+    from fastq.workflows.handoff import Handoff
 
 ERRBACK = "errback"  # message option of an errback called (request, exc, traceback)
 
@@ -44,10 +45,12 @@ def report_sent(app: Any, release: Release) -> None:
         app.after_send([decode_message(data) for _q, _l, _due, data, _id in release.sends])
 
 
-def to_release(app: Any, steps: list[GraphStep]) -> Release | None:
+def to_release(app: Any, steps: list[GraphStep], handoff: Handoff | None = None
+               ) -> Release | None:
     """What ``steps`` made ready, built to send (None when nothing is to be sent or cleared):
     each ready node with its parents' results fed in, a FAILURE (or REVOKED) record for each
-    node failed upstream, each errback's message."""
+    node failed upstream, each errback's message. With ``handoff`` (a worker's), the lone
+    successors of ready nodes are noted, and nodes it sent already are left out."""
     conf = app.conf
     accept_pickle = "pickle" in conf.accept_content
     threshold = conf.compress_threshold
@@ -61,10 +64,17 @@ def to_release(app: Any, steps: list[GraphStep]) -> Release | None:
         for item in reply[1:]:
             node_id, kind, spec = _text(item[0]), _text(item[1]), item[2]
             errbacks, values = item[3], item[4:]
-            ids.append(node_id)
             if kind == "r":
-                sends.append(_ready(node_id, spec, values, accept_pickle, threshold))
+                next_id, values = values[0], values[2:]
+                if handoff is not None:
+                    if next_id:
+                        handoff.note(dag_id, node_id, _text(next_id), item[5])
+                    if handoff.sent(node_id):
+                        continue
+                ids.append(node_id)
+                sends.append(ready_send(node_id, spec, values, accept_pickle, threshold))
                 continue
+            ids.append(node_id)
             record = values[0]
             cause = _text(values[1]) if kind == "u" else node_id
             exc = _exception(record, cause, accept_pickle)
@@ -90,8 +100,9 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _ready(node_id: str, spec: bytes, values: list[bytes], accept_pickle: bool,
-           threshold: int) -> tuple[str, int, int, bytes, str]:
+def ready_send(node_id: str, spec: bytes, values: list[bytes], accept_pickle: bool,
+               threshold: int) -> tuple[str, int, int, bytes, str]:
+    """A ready node's send: its envelope with its parents' outcomes (``values``) fed in."""
     queue, level, delay_ms, data, feed = msgpack.unpackb(spec)
     if feed is not None:
         outcomes = [_value(v, accept_pickle) for v in values]
