@@ -14,6 +14,7 @@ from tests.apps.flows import (
     collect,
     fail,
     fail_later,
+    flaky_inc,
     ident,
     inc,
     nap,
@@ -21,6 +22,7 @@ from tests.apps.flows import (
     on_error_old,
     other_inc,
     record,
+    slow_inc,
     tsum,
 )
 from tests.conftest import app_fixture, wait_for, worker_fixture
@@ -175,12 +177,16 @@ def test_worker_killed_mid_graph_completes_each_node_once(fapp, worker, r):
     header = [nap.s(i, ms=2).set(task_id=f"h-{i}") for i in range(2000)]
     big = chord(header, record.s())
     res = big.delay()
-    long_chain = chain(nap.s(0, ms=2), *[inc.s() for _ in range(299)]).delay()
-    wait_for(lambda: r.exists(keys.result(res.id)) or len(r.keys("fastq:r:*")) > 300, 30,
-             message="some progress")
+    # each step takes 2 ms: the chain is mid-way when the worker dies (its steps run one after
+    # another in one child's batches, their outcomes written every flush)
+    links = [slow_inc.s().set(task_id=f"c-{i}") for i in range(1, 300)]
+    long_chain = chain(nap.s(0, ms=2).set(task_id="c-0"), *links).delay()
+    wait_for(lambda: len(r.keys("fastq:r:c-*")) >= 20, 30, message="some progress")
     w.halt(r)
+    assert len(r.keys("fastq:r:c-*")) < 300  # killed mid-chain
     worker(name="after-the-crash")
     assert long_chain.get(timeout=120) == 299
+    assert all(r.llen(keys.result(f"c-{i}")) == 1 for i in range(300))
     assert res.get(timeout=120) == 1
     time.sleep(1.5)  # a sweep period: a duplicate release would show by now
     bodies = [msgpack.unpackb(x) for x in r.lrange("flows:record", 0, -1)]
@@ -268,3 +274,51 @@ def test_a_chord_with_an_empty_header_uses_its_bodys_app(fapp):
 
     App("another", broker=fapp.conf.broker_url)  # now the current app, with other settings
     assert chord([], collect.s()).app is fapp
+
+
+def test_chain_steps_run_in_one_workers_batch_and_a_retried_step_runs_twice_only(fapp, worker, r):
+    worker(concurrency=1)
+    ids = [f"s-{i}" for i in range(50)]
+    steps = [inc.s().set(task_id=task_id) for task_id in ids]
+    steps[20] = flaky_inc.s().set(task_id=ids[20])  # retried once, with a countdown
+    res = chain(ident.s(0), *steps).delay()
+    assert res.get(timeout=30) == 50
+    assert int(r.get(f"flows:runs:{ids[20]}")) == 2  # sent once more by its retry, never again
+    time.sleep(1.5)  # a sweep period: a second send of the retried step would show by now
+    assert int(r.get(f"flows:runs:{ids[20]}")) == 2
+    assert all(r.llen(keys.result(task_id)) == 1 for task_id in ids)
+    assert r.zcard(keys.GRAPHS) == 0
+
+
+def test_chain_steps_across_queues_and_a_server_that_forgot_its_scripts(fapp, worker, r):
+    worker(queues="default,other")
+    # steps in another queue this worker also serves, and a step in a queue nobody serves yet
+    res = chain(ident.s(0), inc.s(), other_inc.s(), inc.s(), other_inc.s()).delay()
+    assert res.get(timeout=20) == 4
+    r.script_flush()  # the next finish calls dag_complete.lua by a sha the server forgot
+    assert chain(ident.s(0), *[inc.s() for _ in range(30)]).delay().get(timeout=20) == 30
+    stranded = chain(ident.s(0), inc.s().set(queue="nobody"), inc.s()).delay()
+    wait_for(lambda: sum(r.xlen(k) for k in keys.streams("nobody")) == 1, 20,
+             message="sent to its queue")
+    worker(queues="nobody", name="nobody-worker")
+    assert stranded.get(timeout=20) == 2
+
+
+def test_terminating_a_chain_step_run_in_its_predecessors_batch(fapp, worker, r):
+    worker(concurrency=1)
+    # the chain's first task is written at once (the first after a wait is); t-1 runs in t-0's
+    # batch
+    res = chain(ident.s(0), inc.s().set(task_id="t-0"), nap.s(ms=30_000).set(task_id="t-1"),
+                inc.s().set(task_id="t-2")).delay()
+
+    def running() -> bool:
+        active = fapp.control.inspect(timeout=0.5).active() or {}
+        return any(t["id"] == "t-1" for tasks in active.values() for t in tasks)
+
+    wait_for(running, 20, message="t-1 running")
+    fapp.control.revoke("t-1", terminate=True)
+    # the killed child's entry (t-0's, the chain's start here) is run again by the next child,
+    # which finds t-1 revoked: t-0's outcome is written once, t-1 and t-2 end REVOKED
+    wait_for(lambda: res.state == "REVOKED", 30, message="the chain's end revoked")
+    assert fapp.AsyncResult("t-1").state == "REVOKED"
+    assert fapp.AsyncResult("t-0").get(timeout=1) == 1 and r.llen(keys.result("t-0")) == 1

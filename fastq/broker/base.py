@@ -67,8 +67,13 @@ class Finish:
     overwrite: set[str] = field(default_factory=set)  # task ids whose result replaces an older one
     # workflow nodes that reached an outcome: (graph id, node id, 's' | 'f', result record)
     nodes: list[tuple[str, str, str, bytes]] = field(default_factory=list)
+    # workflow nodes run in the batch of their predecessor, never sent: (queue, node id, marker
+    # TTL ms), marked sent so nothing sends them (fastq/workflows/handoff.py)
+    ran_here: list[tuple[str, str, int]] = field(default_factory=list)
 
-    def ack(self, stream_key: str, entry_id: bytes) -> None:
+    def ack(self, stream_key: str, entry_id: bytes | None) -> None:
+        if entry_id is None:  # run in its predecessor's batch: no entry of its own
+            return
         ids = self.acks.get(stream_key)
         if ids is None:
             self.acks[stream_key] = [entry_id]
@@ -77,7 +82,7 @@ class Finish:
 
     def __bool__(self) -> bool:
         return bool(self.results or self.states or self.delayed or self.dead or self.releases
-                    or self.acks or self.nodes)
+                    or self.acks or self.nodes or self.ran_here)
 
 
 @dataclass(slots=True)

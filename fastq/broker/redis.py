@@ -210,6 +210,13 @@ def _read_replies_of(parser: Any, n: int) -> list:
     return replies
 
 
+def _failed_in(replies: list) -> Exception | None:
+    """The first error among the replies of a finish's EXEC, but a graph step the server had
+    not the script of (run again at once, see RedisBroker._finish_graphs)."""
+    return next((r for r in replies if isinstance(r, Exception)
+                 and not isinstance(r, redis.exceptions.NoScriptError)), None)
+
+
 def _graph_steps(replies: list, graphs: list[str], acked_streams: int) -> list[GraphStep]:
     """The dag_complete.lua replies of a finish transaction (queued just before its acks)."""
     if not graphs:
@@ -669,7 +676,11 @@ class RedisBroker:
                 pipe.execute()
             pipe = self.client.pipeline(transaction=True)
         graphs = self._queue_settle(pipe, done, result_ttl_ms)
-        return self._finish_graphs(_graph_steps(pipe.execute(), graphs, len(done.acks)), done,
+        replies = pipe.execute(raise_on_error=False)
+        refused = _failed_in(replies)
+        if refused is not None:
+            raise refused
+        return self._finish_graphs(_graph_steps(replies, graphs, len(done.acks)), done,
                                    result_ttl_ms)
 
     def finish_and_fetch(self, done: Finish, result_ttl_ms: int, consumer: str,
@@ -697,7 +708,7 @@ class RedisBroker:
         # a command refused when queued (OOM) makes EXEC fail too (EXECABORT): nothing applied
         refused = next((r for r in replies[:queued] if isinstance(r, Exception)), None)
         if refused is None:
-            refused = next((r for r in replies[queued - 1] if isinstance(r, Exception)), None)
+            refused = _failed_in(replies[queued - 1])
         if refused is not None:
             raise refused
         taken = self._check_released(replies[queued:queued + released], release)
@@ -736,6 +747,8 @@ class RedisBroker:
             cmd("ZADD", keys.delayed(queue), due_ms, _delayed_member(level, data))
         for unique_key, owner in done.releases:
             _queue_script(pipe, self._release, [keys.unique(unique_key)], [owner], inline=True)
+        for queue, node_id, ttl_ms in done.ran_here:  # before the graph may list them ready
+            cmd("SET", keys.node_sent(queue, node_id), b"1", "PX", ttl_ms)
         graphs = self._complete_nodes(pipe, done.nodes, result_ttl_ms,
                                       inline=not self._preloaded)
         for skey, ids in done.acks.items():

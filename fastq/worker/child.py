@@ -98,7 +98,10 @@ class Child:
         self._async_batch: list[tuple[Task, Message, tuple, dict, Delivery]] = []
         self._done = Finish()
         self._release: Release | None = None  # ready workflow nodes not yet sent
-        self._handoff = Handoff(app)  # chain steps sent with their predecessor's outcome
+        self._handoff = Handoff(app)  # chain steps run (or sent) with their predecessor
+        # the stream entry of the delivery being run, or of the one a chain step run in its
+        # batch came from (the supervisor's view of what the child is busy with)
+        self._origin: tuple[str, bytes] = ("", b"")
         self._next_batch: list[Delivery] | None = None  # read with the last round's outcomes
         self._last_flush = time.monotonic()
         self._next_heartbeat = 0.0
@@ -359,13 +362,47 @@ class Child:
         i = 0
         while i < len(deliveries):
             started = time.monotonic()
+            done = self._done
+            settled = len(done.nodes)
             self._execute(deliveries[i])
             i += 1
+            if len(done.nodes) > settled and done is self._done:  # a graph node, not yet written
+                step = self._chain_step(done.nodes[-1])
+                if step is not None:  # its successor: run next, in this batch
+                    deliveries.insert(i, step)
             if time.monotonic() - started > release_after and i < len(deliveries):
                 # A long task: the supervisor may have handed our prefetched messages to others.
-                deliveries = deliveries[:i] + self.broker.still_owned(self.consumer, deliveries[i:])
+                rest = deliveries[i:]
+                deliveries = deliveries[:i] + [d for d in rest if d[2] is None] + \
+                    self.broker.still_owned(self.consumer, [d for d in rest if d[2] is not None])
         if self._async_batch:
             self._run_async_batch()
+
+    def _chain_step(self, node: tuple[str, str, str, bytes]) -> Delivery | None:
+        """The lone successor of ``node`` (just succeeded, its outcome not yet written), to run
+        here next when it can: for one of this worker's queues, due now, registered here,
+        synchronous, without a hard time limit (fastq/workflows/handoff.py)."""
+        if not self._handoff.knows(node[1]):
+            return None
+        try:
+            send = self._handoff.successor(node)
+            if send is None:
+                return None
+            queue, level, due_ms, data, next_id = send
+            if due_ms or queue not in self.queues:
+                return None
+            msg = decode_message(data)
+            task = self.tasks.get(msg.task)
+            if task is None or task.is_async or msg.hard_limit_ms:
+                return None
+        except Exception:  # noqa: BLE001 - a bad graph must not stop the worker
+            self._log.exception("building a workflow step failed; the graph sends it")
+            return None
+        self._handoff.run_here(node[1], next_id)
+        self._done.ran_here.append((queue, next_id, self._handoff.marker_ttl_ms))
+        if self.hooks.after_send:
+            self._call_hooks((self.app.after_send,), [msg])
+        return keys.stream(queue, level), level, None, data
 
     def _order(self, deliveries: list[Delivery]) -> list[Delivery]:
         by_level: list[list[Delivery]] = [[] for _ in range(keys.LEVELS)]
@@ -422,7 +459,9 @@ class Child:
             self._async_batch.append((task, msg, args, kwargs, delivery))
             return
         token = current_request.set(msg)
-        self._begin(msg, skey, entry_id)
+        if entry_id is not None:
+            self._origin = skey, entry_id
+        self._begin(msg, *self._origin)
         try:
             if msg.soft_limit_ms and self.handle_signals:
                 signal.setitimer(signal.ITIMER_REAL, msg.soft_limit_ms / 1000.0)

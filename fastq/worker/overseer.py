@@ -174,6 +174,11 @@ class Overseer:
                 msg = decode_message(data)
             except DecodeError:
                 msg = None
+            if msg is not None and msg.id != state.task_id:
+                # a chain step run in the batch of the entry's task (fastq/workflows/handoff.py):
+                # that entry is not acknowledged yet, and the new child runs it (and the chain
+                # from it) again
+                return
             task = self.app.tasks.get(msg.task) if msg else None
             if msg is not None and task is not None:
                 if why == "revoked":
@@ -184,4 +189,4 @@ class Overseer:
                     outcome.failed(done, task, msg, queue, exc, threshold, self.consumer(slot),
                                    state.entry)
         done.ack(state.stream, state.entry)
-        broker.finish(done, int(self.conf.result_expires * 1000))
+        advance(self.app, broker.finish(done, int(self.conf.result_expires * 1000)))

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from fastq.message import Message
     from fastq.workflows.handoff import Handoff
 
-ERRBACK = "errback"  # message option of an errback called (request, exc, traceback)
+ERRBACK = "errback"
+HERE = "here"  # a successor the worker ran in its batch (fastq/workflows/handoff.py)  # message option of an errback called (request, exc, traceback)
 
 
 def advance(app: Any, steps: list[GraphStep]) -> None:
@@ -65,12 +66,16 @@ def to_release(app: Any, steps: list[GraphStep], handoff: Handoff | None = None
             node_id, kind, spec = _text(item[0]), _text(item[1]), item[2]
             errbacks, values = item[3], item[4:]
             if kind == "r":
-                next_id, values = values[0], values[2:]
+                ahead = int(values[0]) * 2
                 if handoff is not None:
-                    if next_id:
-                        handoff.note(dag_id, node_id, _text(next_id), item[5])
-                    if handoff.sent(node_id):
+                    if ahead:
+                        handoff.note(dag_id, node_id, values[1:1 + ahead])
+                    how = handoff.sent(node_id)
+                    if how == HERE:  # run by this worker, to be retried: only off the outbox
+                        ids.append(node_id)
+                    if how is not None:
                         continue
+                values = values[1 + ahead:]
                 ids.append(node_id)
                 sends.append(ready_send(node_id, spec, values, accept_pickle, threshold))
                 continue

@@ -86,3 +86,20 @@ def on_error_old(task_id):
 @app.task(queue="other")
 def other_inc(x):
     return x + 1
+
+
+@app.task
+def slow_inc(x, ms=2):
+    time.sleep(ms / 1000.0)
+    return x + 1
+
+
+@app.task(bind=True)
+def flaky_inc(self, x):
+    """Retried once (its first run asks for a retry), then x + 1; counts its runs in Redis."""
+    import redis
+
+    runs = redis.Redis.from_url(app.conf.broker_url).incr(f"flows:runs:{self.request.id}")
+    if runs == 1:
+        raise self.retry(countdown=0.05)
+    return x + 1

@@ -11,11 +11,12 @@
 -- Recording is idempotent: a node whose outcome exists (a re-run after a crash, a late write)
 -- changes nothing, so no dependent is counted down or released twice.
 -- e:ID its errbacks. Returns {left, item, ...}; item = {id, kind, spec, errbacks, value, ...}:
--- 'r' ready: {id, 'r', spec, errbacks, next id, next spec, the outcomes of its parents in p:
--- order...}, where next is its lone successor (its only dependent, waiting on it alone: the
--- worker that runs it may hand that one off with its outcome, fastq/workflows/handoff.py), or
--- two empty strings; 'u' failed upstream, with the failed node's record and id; 'f' failed itself
--- (listed only when it has errbacks), with its record.
+-- 'r' ready: {id, 'r', spec, errbacks, n, n pairs (successor id, its spec), the outcomes of its
+-- parents in p: order...}, where the pairs are its chain of lone successors (each the only
+-- dependent of the one before, waiting on it alone), up to AHEAD of them: the worker that runs
+-- the node may run or send those itself as each succeeds (fastq/workflows/handoff.py); 'u' failed
+-- upstream, with the failed node's record and id; 'f' failed itself (listed only when it has
+-- errbacks), with its record.
 local g, out = KEYS[1], KEYS[2]
 local now = ARGV[1]
 if redis.call('EXISTS', g) == 0 then
@@ -105,17 +106,32 @@ if left <= 0 then  -- finished: keep it as long as results are kept
 end
 
 -- the dependent that a success of node releases for certain: its only one, plain (not '!'),
--- waiting on node alone and not settled yet
+-- waiting on node alone and not settled yet; nil if there is none
 local function lone_successor(node)
   local kids = redis.call('HGET', g, 'k:' .. node)
   if not kids or string.find(kids, ' ', 1, true) or string.sub(kids, 1, 1) == '!' then
-    return '', ''
+    return nil
   end
   local state = redis.call('HMGET', g, 'w:' .. kids, 'p:' .. kids, 'd:' .. kids, 'n:' .. kids)
-  if state[1] ~= '1' or state[3] or not state[2] or not state[4] then return '', '' end
+  if state[1] ~= '1' or state[3] or not state[2] or not state[4] then return nil end
   local parents = cjson.decode(state[2])
-  if #parents ~= 1 or parents[1] ~= 'd:' .. node then return '', '' end
+  if #parents ~= 1 or parents[1] ~= 'd:' .. node then return nil end
   return kids, state[4]
+end
+
+local AHEAD = 64  -- successors named per ready node (a worker runs them, then asks again)
+local function chain_ahead(item, node)
+  local count_at = #item + 1
+  item[count_at] = 0
+  local n, at = 0, node
+  while n < AHEAD do
+    local kid, spec = lone_successor(at)
+    if not kid then break end
+    item[#item + 1] = kid
+    item[#item + 1] = spec
+    n, at = n + 1, kid
+  end
+  item[count_at] = n
 end
 
 local reply = {left}
@@ -125,8 +141,8 @@ for _, node in ipairs(fresh) do
   local errbacks = redis.call('HGET', g, 'e:' .. node) or ''
   local item
   if not outcome then  -- ready to run: with what its parents gave
-    local next_id, next_spec = lone_successor(node)
-    item = {node, 'r', spec, errbacks, next_id, next_spec}
+    item = {node, 'r', spec, errbacks}
+    chain_ahead(item, node)
     local parents = redis.call('HGET', g, 'p:' .. node)
     local fields = parents and cjson.decode(parents) or {}
     for first = 1, #fields, 1000 do  -- one HMGET per 1000 parents (a chord body has many)
