@@ -20,6 +20,7 @@ from fastq.schedules import add_periodic_task
 from fastq.task import Task, resolve_priority
 from fastq.workflows.canvas import Signature
 from fastq.workflows.dag import Dag
+from fastq.workflows.replace import ACCUMULATE
 
 if TYPE_CHECKING:
     from fastq.message import Message
@@ -33,6 +34,11 @@ def _starmap(task: Task, name: str, items: list) -> list:
     """``chunks()``' member task: ``name(*args)`` for each args of the chunk, here, in order."""
     fn = task.app.get_task(name)
     return [fn(*args) for args in items]
+
+
+def _accumulate(values: list) -> list:
+    """A chord body giving its header's results as they are (``Task.replace`` by a group)."""
+    return values
 
 
 def current_app() -> App:
@@ -164,6 +170,7 @@ class App:
         for m in middleware:
             self.add_middleware(m)
         self.task(_starmap, name="fastq.starmap", bind=True)  # the members of chunks()
+        self.task(_accumulate, name=ACCUMULATE)  # the body of a group a task is replaced by
         current.set_app(self)
 
     def add_middleware(self, middleware: Middleware) -> None:

@@ -76,6 +76,10 @@ class Ignore(FastqError):  # noqa: N818 - Celery's name
     task left it, e.g. through ``update_state``)."""
 
 
+class Replaced(Ignore):
+    """Raised by ``Task.replace``: the task handed its place to another signature or canvas."""
+
+
 class Reject(FastqError):  # noqa: N818 - Celery's name
     """Raised by a task: refuse its message. ``requeue=True`` puts it back in its queue (it runs
     again); otherwise it is kept in the dead-letter queue with ``reason`` and its state is

@@ -121,9 +121,10 @@ WATCHED = "fastq:watched"
 WATCHES = "fastq:watches"  # stream of new watches, for workers to follow
 
 
-def node_sent(queue: str, node_id: str) -> str:
-    """Marker (TTL) that a workflow node was sent to ``queue``: the dedup key of its release."""
-    return f"fastq:{{{queue}}}:sent:{node_id}"
+def node_sent(queue: str, dag_id: str, node_id: str) -> str:
+    """Marker (TTL) that a node of graph ``dag_id`` was sent to ``queue``: the dedup key of its
+    release (per graph: a task replaced by a canvas lends its id to the canvas's last node)."""
+    return f"fastq:{{{queue}}}:sent:{dag_id}:{node_id}"
 
 
 def group_meta(group_id: str) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastq import keys, states
 from fastq._core import encode_message, pack_body
-from fastq.errors import BrokerUnavailable, EncodeError
+from fastq.errors import BrokerUnavailable, EncodeError, Replaced
 from fastq.message import CODEC_NAMES, Message, new_task_id
 from fastq.ratelimit import parse_rate
 from fastq.result import AsyncResult, EagerResult, state_record
@@ -141,6 +141,25 @@ class Task:
                 raise exc
             raise MaxRetriesExceededError(f"{self.name}[{msg.id}] retried {msg.attempt} times")
         raise Retry(exc, countdown, max_retries)
+
+    def replace(self, sig: Any) -> Any:
+        """Hand this running task's place to ``sig`` (Celery's ``self.replace``): a signature
+        runs under this task's id, a canvas ends with a task of this id, and a workflow this task
+        is part of goes on from there (fastq/workflows/replace.py). Raises
+        :class:`fastq.errors.Replaced` (an ``Ignore``: this run writes no outcome). In an eager
+        run, runs ``sig`` here and returns its result."""
+        msg = current_request.get()
+        if msg is None:
+            raise RuntimeError("replace() is for a running task (self.replace in a bind=True "
+                               "task)")
+        if eager_run.get():
+            from fastq.workflows.canvas import maybe_signature
+
+            return maybe_signature(sig, self.app).apply().get()
+        from fastq.workflows.replace import replace
+
+        replace(self.app, msg, sig)
+        raise Replaced(f"replaced by {sig!r}")
 
     def update_state(self, task_id: str | None = None, state: str | None = None,
                      meta: Any = None, **_celery_opts: Any) -> None:

@@ -23,6 +23,7 @@ from tests.apps.flows import (
     other_inc,
     record,
     slow_inc,
+    swap,
     tsum,
 )
 from tests.conftest import app_fixture, wait_for, worker_fixture
@@ -322,3 +323,22 @@ def test_terminating_a_chain_step_run_in_its_predecessors_batch(fapp, worker, r)
     wait_for(lambda: res.state == "REVOKED", 30, message="the chain's end revoked")
     assert fapp.AsyncResult("t-1").state == "REVOKED"
     assert fapp.AsyncResult("t-0").get(timeout=1) == 1 and r.llen(keys.result("t-0")) == 1
+
+
+def test_a_task_replaces_itself_by_a_task_a_chain_or_a_group(fapp, worker, r):
+    worker()
+    res = swap.delay(1)
+    assert res.get(timeout=20) == 2 and r.llen(keys.result(res.id)) == 1  # inc(1), under its id
+    assert swap.delay(1, how="chain").get(timeout=20) == 3
+    assert swap.delay(1, how="group").get(timeout=20) == [2, 12]
+    # in a chain, the rest goes on from the replacement's result (a task, or a whole canvas)
+    assert (ident.s(1) | swap.s() | inc.s()).delay().get(timeout=20) == 3
+    assert (ident.s(1) | swap.s(how="chain") | inc.s()).delay().get(timeout=20) == 4
+    assert chord([swap.s(1, how="group"), swap.s(5)], collect.s()).delay().get(timeout=20) \
+        == [[2, 12], 6]
+    assert swap.apply((1,)).get() == 2  # eager: the replacement runs here
+
+
+def test_replace_outside_a_running_task_is_refused(fapp):
+    with pytest.raises(RuntimeError, match="running task"):
+        swap.replace(inc.s(1))

@@ -33,10 +33,10 @@ GraphStep = tuple[str, list]
 @dataclass(slots=True)
 class Release:
     """What advancing graphs made ready to send: nodes (queue, level, due ms, envelope, dedup
-    id), FAILURE/REVOKED records of nodes failed upstream, the nodes to clear from each graph's
+    id, graph id), FAILURE/REVOKED records of nodes failed upstream, the nodes to clear from each graph's
     outbox, and the graphs that finished (off the running list)."""
 
-    sends: list[tuple[str, int, int, bytes, str]]
+    sends: list[tuple[str, int, int, bytes, str, str]]
     failures: list[tuple[str, bytes]]
     sent: list[tuple[str, list[str]]]
     finished: list[str]
@@ -67,9 +67,9 @@ class Finish:
     overwrite: set[str] = field(default_factory=set)  # task ids whose result replaces an older one
     # workflow nodes that reached an outcome: (graph id, node id, 's' | 'f', result record)
     nodes: list[tuple[str, str, str, bytes]] = field(default_factory=list)
-    # workflow nodes run in the batch of their predecessor, never sent: (queue, node id, marker
+    # workflow nodes run in the batch of their predecessor, never sent: (queue, graph, node, marker
     # TTL ms), marked sent so nothing sends them (fastq/workflows/handoff.py)
-    ran_here: list[tuple[str, str, int]] = field(default_factory=list)
+    ran_here: list[tuple[str, str, str, int]] = field(default_factory=list)
 
     def ack(self, stream_key: str, entry_id: bytes | None) -> None:
         if entry_id is None:  # run in its predecessor's batch: no entry of its own
@@ -313,6 +313,10 @@ class Graphs(Protocol):
                      ttl_ms: int, watches: Sequence[str] = ()) -> None:
         """Write a graph's waiting nodes, announce the tasks outside it that it waits for
         (``watches``), then send its roots, in one transaction."""
+
+    def watch(self, dag_id: str, task_ids: Sequence[str], ttl_ms: int) -> None:
+        """Announce that graph ``dag_id`` (running already) waits for the outcome of tasks
+        outside it, as ``graph_submit``'s ``watches`` do (``Task.replace`` of a node)."""
 
     def graph_complete(self, nodes: Sequence[tuple[str, str, str, bytes]],
                        finished_ttl_ms: int) -> list[GraphStep]:

@@ -225,6 +225,16 @@ def _graph_steps(replies: list, graphs: list[str], acked_streams: int) -> list[G
     return [(dag_id, replies[first + i]) for i, dag_id in enumerate(graphs)]
 
 
+def _queue_watches(cmd: Any, dag_id: str, task_ids: Sequence[str], ttl_ms: int) -> None:
+    """Announce that graph ``dag_id`` waits on ``task_ids`` (the sweepers' set, and the stream
+    the children follow)."""
+    until = time.time() + ttl_ms / 1000
+    for task_id in task_ids:
+        cmd("ZADD", keys.WATCHED, until, f"{dag_id} {task_id}")
+        cmd("XADD", keys.WATCHES, "MAXLEN", "~", 10_000, "*", "dag", dag_id,
+            "id", task_id, "until", repr(until))
+
+
 def _watch_pair(member: bytes) -> tuple[str, str]:
     dag_id, _, task_id = member.decode().partition(" ")
     return dag_id, task_id
@@ -747,8 +757,8 @@ class RedisBroker:
             cmd("ZADD", keys.delayed(queue), due_ms, _delayed_member(level, data))
         for unique_key, owner in done.releases:
             _queue_script(pipe, self._release, [keys.unique(unique_key)], [owner], inline=True)
-        for queue, node_id, ttl_ms in done.ran_here:  # before the graph may list them ready
-            cmd("SET", keys.node_sent(queue, node_id), b"1", "PX", ttl_ms)
+        for queue, dag_id, node_id, ttl_ms in done.ran_here:  # before the graph lists them
+            cmd("SET", keys.node_sent(queue, dag_id, node_id), b"1", "PX", ttl_ms)
         graphs = self._complete_nodes(pipe, done.nodes, result_ttl_ms,
                                       inline=not self._preloaded)
         for skey, ids in done.acks.items():
@@ -778,11 +788,7 @@ class RedisBroker:
                 cmd("HSET", key, *flat[i:i + step])
             cmd("PEXPIRE", key, ttl_ms)
             cmd("ZADD", keys.GRAPHS, int(time.time() * 1000) + ttl_ms, dag_id)
-            until = time.time() + ttl_ms / 1000
-            for task_id in watches:
-                cmd("ZADD", keys.WATCHED, until, f"{dag_id} {task_id}")
-                cmd("XADD", keys.WATCHES, "MAXLEN", "~", 10_000, "*", "dag", dag_id,
-                    "id", task_id, "until", repr(until))
+            _queue_watches(cmd, dag_id, watches, ttl_ms)
             for queue, items in by_queue.items():
                 cmd("SADD", keys.QUEUES, queue)
                 for i in range(0, len(items), self.SEND_CHUNK):
@@ -792,6 +798,14 @@ class RedisBroker:
 
         self._produce(op)
         self._known_queues |= set(by_queue)
+
+    def watch(self, dag_id: str, task_ids: Sequence[str], ttl_ms: int) -> None:
+        def op():
+            pipe = self.client.pipeline(transaction=True)
+            _queue_watches(pipe.execute_command, dag_id, task_ids, ttl_ms)
+            return pipe.execute()
+
+        self._produce(op)
 
     def _complete_nodes(self, pipe: Any, nodes: Sequence[tuple[str, str, str, bytes]],
                         finished_ttl_ms: int, inline: bool = False) -> list[str]:
@@ -874,14 +888,14 @@ class RedisBroker:
                 target.execute()
         for queue in {queue for queue, *_ in release.sends} - self._known_queues:
             pipe.execute_command("SADD", keys.QUEUES, queue)
-        for queue, level, due_ms, data, node_id in release.sends:
+        for queue, level, due_ms, data, node_id, dag_id in release.sends:
             target = keys.delayed(queue) if due_ms else keys.stream(queue, level)
             member = _delayed_member(level, data) if due_ms else data
             args = [due_ms, member, release.marker_ttl_ms]
             if taker and not due_ms and queue in queues:
                 args += taker
                 taker = []
-            _queue_script(pipe, self._dag_release, [target, keys.node_sent(queue, node_id)],
+            _queue_script(pipe, self._dag_release, [target, keys.node_sent(queue, dag_id, node_id)],
                           args)
         for dag_id, node_ids in release.sent:
             if node_ids:

@@ -388,7 +388,7 @@ class Child:
             send = self._handoff.successor(node)
             if send is None:
                 return None
-            queue, level, due_ms, data, next_id = send
+            queue, level, due_ms, data, next_id, dag_id = send
             if due_ms or queue not in self.queues:
                 return None
             msg = decode_message(data)
@@ -399,7 +399,7 @@ class Child:
             self._log.exception("building a workflow step failed; the graph sends it")
             return None
         self._handoff.run_here(node[1], next_id)
-        self._done.ran_here.append((queue, next_id, self._handoff.marker_ttl_ms))
+        self._done.ran_here.append((queue, dag_id, next_id, self._handoff.marker_ttl_ms))
         if self.hooks.after_send:
             self._call_hooks((self.app.after_send,), [msg])
         return keys.stream(queue, level), level, None, data

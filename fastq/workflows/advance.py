@@ -43,7 +43,7 @@ def report_sent(app: Any, release: Release) -> None:
     """The ``after_send`` hooks of the nodes and errbacks ``release`` sent (a node sent by two
     senders at once, a worker and a sweeper, may be reported by both)."""
     if app.hooks.after_send and release.sends:
-        app.after_send([decode_message(data) for _q, _l, _due, data, _id in release.sends])
+        app.after_send([decode_message(data) for _q, _l, _due, data, _id, _dag in release.sends])
 
 
 def to_release(app: Any, steps: list[GraphStep], handoff: Handoff | None = None
@@ -77,7 +77,8 @@ def to_release(app: Any, steps: list[GraphStep], handoff: Handoff | None = None
                         continue
                 values = values[1 + ahead:]
                 ids.append(node_id)
-                sends.append(ready_send(node_id, spec, values, accept_pickle, threshold))
+                sends.append(ready_send(dag_id, node_id, spec, values, accept_pickle,
+                                        threshold))
                 continue
             ids.append(node_id)
             record = values[0]
@@ -90,7 +91,7 @@ def to_release(app: Any, steps: list[GraphStep], handoff: Handoff | None = None
                 failures.append((node_id, exception_record(exc, failed.task, failed.codec,
                                                            threshold, state=state)))
             if errbacks:
-                sends.extend(_errbacks(node_id, failed, errbacks, exc, record, accept_pickle,
+                sends.extend(_errbacks(dag_id, node_id, failed, errbacks, exc, record, accept_pickle,
                                        threshold))
         sent.append((dag_id, ids))
         if left <= 0:  # finished (or gone: -1): no longer the sweeper's business
@@ -105,8 +106,8 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def ready_send(node_id: str, spec: bytes, values: list[bytes], accept_pickle: bool,
-               threshold: int) -> tuple[str, int, int, bytes, str]:
+def ready_send(dag_id: str, node_id: str, spec: bytes, values: list[bytes],
+               accept_pickle: bool, threshold: int) -> tuple[str, int, int, bytes, str, str]:
     """A ready node's send: its envelope with its parents' outcomes (``values``) fed in."""
     queue, level, delay_ms, data, feed = msgpack.unpackb(spec)
     if feed is not None:
@@ -117,7 +118,7 @@ def ready_send(node_id: str, spec: bytes, values: list[bytes], accept_pickle: bo
                                              threshold)
         data = encode_message(msg)
     due_ms = _now_ms() + delay_ms if delay_ms else 0
-    return queue, level, due_ms, data, node_id
+    return queue, level, due_ms, data, node_id, dag_id
 
 
 def _fed(feed: Any, outcomes: list[Any]) -> Any:
@@ -152,9 +153,9 @@ def _exception(raw: bytes, cause: str, accept_pickle: bool) -> UpstreamFailed:
     return UpstreamFailed(cause, record[2] or "", record[1] or "")
 
 
-def _errbacks(node_id: str, failed: Message | None, errbacks: bytes, exc: UpstreamFailed,
+def _errbacks(dag_id: str, node_id: str, failed: Message | None, errbacks: bytes, exc: UpstreamFailed,
               record: bytes, accept_pickle: bool, threshold: int
-              ) -> list[tuple[str, int, int, bytes, str]]:
+              ) -> list[tuple[str, int, int, bytes, str, str]]:
     """The errback messages of a failed node: ``(task_id)`` prepended for the old form;
     ``(request, [exc type, message], traceback)`` for the new one (rebuilt by the worker)."""
     try:
@@ -172,7 +173,7 @@ def _errbacks(node_id: str, failed: Message | None, errbacks: bytes, exc: Upstre
         else:
             lead = (node_id,)
         msg.body, msg.compressed = pack_body((*lead, *args), kwargs, msg.codec, threshold)
-        out.append((queue, level, 0, encode_message(msg), eb_id))
+        out.append((queue, level, 0, encode_message(msg), eb_id, dag_id))
     return out
 
 

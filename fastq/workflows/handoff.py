@@ -71,14 +71,17 @@ class Handoff:
             self._sent.clear()
         self._sent[node_id] = how
 
-    def successor(self, node: tuple[str, str, str, bytes]) -> tuple[str, int, int, bytes, str] | None:
+    def successor(self, node: tuple[str, str, str, bytes]
+                  ) -> tuple[str, int, int, bytes, str, str] | None:
         """The send of the successor of ``node`` (graph, node, 's' | 'f', record) with its result
-        fed in, if it succeeded and its successor is known: (queue, level, due ms, envelope, id)."""
+        fed in, if it succeeded and its successor is known: (queue, level, due ms, envelope, id,
+        graph id)."""
         _dag_id, node_id, kind, record = node
         step = self._next.get(node_id) if kind == "s" else None
         if step is None:
             return None
-        return ready_send(step[1], step[2], [record], self._accept_pickle, self._threshold)
+        return ready_send(step[0], step[1], step[2], [record], self._accept_pickle,
+                          self._threshold)
 
     def run_here(self, node_id: str, next_id: str) -> None:
         """The worker runs ``next_id``, the successor of ``node_id``, in its batch."""

@@ -103,3 +103,15 @@ def flaky_inc(self, x):
     if runs == 1:
         raise self.retry(countdown=0.05)
     return x + 1
+
+
+@app.task(bind=True)
+def swap(self, x, how="task"):
+    """Replaces itself: by inc(x), by the chain inc(x) | inc, or by group(inc(x), inc(x + 10))."""
+    from fastq import group
+
+    if how == "task":
+        return self.replace(inc.s(x))
+    if how == "chain":
+        return self.replace(inc.s(x) | inc.s())
+    return self.replace(group(inc.s(x), inc.s(x + 10)))
