@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import msgpack
 
-from fastq import current
+from fastq import current, log
 from fastq._core import decode_message
 from fastq.broker import Broker, connect
 from fastq.broker.embedded import resolve_broker_url
@@ -228,6 +228,11 @@ class App:
 
         for module in self.settings.include:
             importlib.import_module(module)
+
+    def setup_logging(self, loglevel: str = "info", logfile: str | None = None) -> None:
+        """Set up this process's logging (a worker and a beat call this once the app and its
+        modules are imported): fastq's structlog lines at ``loglevel``."""
+        log.configure(loglevel)
 
     def _default_name(self, func: Callable) -> str:
         module = func.__module__

@@ -38,6 +38,7 @@ import structlog
 
 from fastq import current
 from fastq.errors import BrokerRefused, BrokerUnavailable
+from fastq.middleware import call_hooks
 from fastq.schedules import BaseSchedule, check_missed, task_name_of, to_schedule
 
 if TYPE_CHECKING:
@@ -313,6 +314,7 @@ class Beat:
                        timezone=self.app.conf.timezone)
         if not self.entries:
             self._log.warning("beat has no periodic tasks (beat_schedule / add_periodic_task)")
+        call_hooks(self.app.hooks.beat_init, self, log=self._log)
         backoff = 0.1
         try:
             while not self._stop.is_set():

@@ -91,6 +91,7 @@ def worker(ctx, app_spec, concurrency, queues, prefetch, prefetch_multiplier, lo
     log.configure(loglevel)
     app = _resolve_app(ctx, app_spec)
     app.import_modules()
+    app.setup_logging(loglevel, logfile)
     prefetch = prefetch or prefetch_multiplier
     if prefetch:
         app.settings.prefetch = prefetch
@@ -485,6 +486,7 @@ def beat(ctx, app_spec, loglevel, schedule_file, max_interval):
     log.configure(loglevel)
     app = _resolve_app(ctx, app_spec)
     app.import_modules()
+    app.setup_logging(loglevel)
     _check_beat_schedule(app)
     scheduler = Beat(app)
     for sig in (signal.SIGTERM, signal.SIGINT):

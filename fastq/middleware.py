@@ -13,7 +13,8 @@ Where each hook fires:
 - processes: ``worker_boot(worker)`` in the supervisor before it forks, ``worker_ready(worker)``
   in the supervisor once every child has entered its fetch loop, ``child_init(child)`` in
   each child as it starts (again after a restart), ``child_shutdown(child)`` as a child stops
-  warm, ``worker_shutdown(worker)`` in the supervisor on its way out;
+  warm, ``worker_shutdown(worker)`` in the supervisor on its way out; ``beat_init(beat)`` as a
+  beat scheduler starts (``fastq beat``, or the one a worker runs with ``-B``);
 - per task, in the child: ``before_execute(task, message)`` (raise :class:`SkipMessage` to ack the
   message without running it), ``after_execute(task, message, result=None, exc=None)``,
   ``on_retry(task, message, exc, countdown)``, ``on_dead_letter(message, reason)`` (``message`` is
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from fastq.message import Message
 
 HOOKS = ("before_send", "after_send", "worker_boot", "worker_ready", "child_init",
-         "child_shutdown", "worker_shutdown",
+         "child_shutdown", "worker_shutdown", "beat_init",
          "before_execute", "after_execute", "on_retry", "on_dead_letter", "after_flush")
 
 
@@ -79,6 +80,8 @@ class Middleware:
     def child_shutdown(self, child: Any) -> None: ...
 
     def worker_shutdown(self, worker: Any) -> None: ...
+
+    def beat_init(self, beat: Any) -> None: ...
 
     def before_execute(self, task: Any, message: Message) -> None: ...
 

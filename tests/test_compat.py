@@ -329,6 +329,8 @@ def test_signals_and_base_class_hooks_fire_in_a_real_worker(app, proj_worker, ho
     assert sorted(row["status"] for row in hook_log("after_return")) == ["FAILURE", "SUCCESS"]
 
     assert len(hook_log("worker_init")) == 1 and len(hook_log("worker_ready")) == 1
+    [logger] = hook_log("after_setup_logger")  # in the supervisor, once, as Celery's worker
+    assert logger["logger"] == "root" and logger["loglevel"] == 20  # -l info
     assert len(hook_log("worker_process_init")) == 2
     assert w.stop(signal.SIGTERM) == 0
     assert len(hook_log("worker_process_shutdown")) == 2 and len(hook_log("worker_shutdown")) == 1
@@ -373,3 +375,40 @@ def test_max_tasks_per_child_replaces_children(app, proj_worker):
     proj_worker(concurrency=1, queues="default", extra=["--max-tasks-per-child", "2"])
     pids = [proj.pid.delay().get(timeout=20) for _ in range(6)]
     assert len(set(pids)) == 3 and pids[0] == pids[1] and pids[2] == pids[3]
+
+
+def test_beat_init_and_the_logging_signals(r):
+    import threading
+
+    from fastq.beat import Beat
+    from fastq.compat import signals
+
+    app = Celery("signalled", broker=os.environ["FASTQ_BROKER_URL"])
+    seen = []
+
+    def on_beat(sender=None, **kw):
+        seen.append(("beat_init", sender))
+
+    def on_setup(loglevel=None, logfile=None, **kw):
+        seen.append(("setup_logging", loglevel, logfile))
+
+    def on_after(logger=None, loglevel=None, **kw):
+        seen.append(("after_setup_logger", logger.name, loglevel))
+
+    signals.beat_init.connect(on_beat)
+    signals.setup_logging.connect(on_setup)
+    signals.after_setup_logger.connect(on_after)
+    try:
+        app.setup_logging("warning", "beat.log")  # a receiver: fastq leaves logging to it
+        assert seen == [("setup_logging", 30, "beat.log"), ("after_setup_logger", "root", 30)]
+        beat = Beat(app)
+        runner = threading.Thread(target=beat.run, daemon=True)
+        runner.start()
+        wait_for(lambda: any(s[0] == "beat_init" for s in seen), 10, message="beat_init")
+        beat.stop()
+        runner.join(10)
+        assert [s[1] for s in seen if s[0] == "beat_init"] == [beat]
+    finally:
+        signals.beat_init.disconnect(on_beat)
+        signals.setup_logging.disconnect(on_setup)
+        signals.after_setup_logger.disconnect(on_after)

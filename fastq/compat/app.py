@@ -153,6 +153,21 @@ class Celery(App):
                     if exc.name not in (f"{package}.{related}", package):
                         raise  # the tasks module exists and itself failed to import
 
+    def setup_logging(self, loglevel: str = "info", logfile: str | None = None) -> None:
+        """Celery's ``setup_logging`` signal first: with a receiver connected, fastq leaves the
+        logging set-up to it (as Celery does); then ``after_setup_logger`` with the root logger."""
+        import logging
+
+        from fastq.compat import signals
+
+        level = logging.getLevelName(loglevel.upper())
+        named = dict(loglevel=level, logfile=logfile, format="", colorize=None)
+        if signals.setup_logging.receivers:
+            signals.setup_logging.send(sender=None, **named)
+        else:
+            super().setup_logging(loglevel, logfile)
+        signals.after_setup_logger.send(sender=None, logger=logging.getLogger(), **named)
+
     def import_modules(self) -> None:
         """What a worker or beat does before it starts: ``include``/``imports``, autodiscovery,
         then ``on_after_configure`` and ``on_after_finalize``."""

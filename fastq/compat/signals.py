@@ -160,6 +160,9 @@ class SignalHooks(Middleware):
     def worker_ready(self, worker: Any) -> None:
         worker_ready.send(sender=worker)
 
+    def beat_init(self, beat: Any) -> None:
+        beat_init.send(sender=beat)
+
     def child_init(self, child: Any) -> None:
         self._child = child
         worker_process_init.send(sender=None)
@@ -235,6 +238,7 @@ _HOOK_SIGNALS: dict[str, tuple[Signal, ...]] = {
     "child_init": (worker_process_init, task_received),
     "child_shutdown": (worker_process_shutdown,),
     "worker_shutdown": (worker_shutting_down, worker_shutdown),
+    "beat_init": (beat_init,),
     "before_execute": (task_received, task_prerun),
     "on_retry": (task_retry, task_postrun, task_failure),
     "after_execute": (task_success, task_failure, task_postrun, task_revoked, task_retry),

@@ -11,6 +11,7 @@ import redis
 from fastq.compat import Celery, Task
 from fastq.compat.exceptions import Ignore, Reject
 from fastq.compat.signals import (
+    after_setup_logger,
     after_task_publish,
     before_task_publish,
     task_failure,
@@ -115,6 +116,11 @@ def on_process_shutdown(pid=None, exitcode=None, **kwargs):
 @worker_shutdown.connect
 def on_worker_shutdown(sender=None, **kwargs):
     record("worker_shutdown")
+
+
+@after_setup_logger.connect
+def on_after_setup_logger(logger=None, loglevel=None, logfile=None, **kwargs):
+    record("after_setup_logger", logger=logger.name, loglevel=loglevel)
 
 
 # -- a custom base class -------------------------------------------------------------------
