@@ -592,6 +592,50 @@ def call(ctx, app_spec, name, args_json, kwargs_json, countdown, queue):
     click.echo(res.id)
 
 
+@main.command()
+@_app_option
+@click.pass_context
+def report(ctx, app_spec):
+    """Print versions and the app's settings (secrets masked), for bug reports."""
+    from fastq.report import report as build
+
+    app = _resolve_app(ctx, app_spec)
+    app.import_modules()
+    click.echo(build(app))
+
+
+@main.command()
+@_app_option
+@click.option("--python", "plain", is_flag=True, help="Python's own shell even if IPython is "
+              "installed")
+@click.pass_context
+def shell(ctx, app_spec, plain):
+    """A Python shell with the app, its tasks and the canvas names loaded (Celery's ``shell``)."""
+    import code
+
+    import fastq
+
+    app = _resolve_app(ctx, app_spec)
+    app.import_modules()
+    names: dict = {"app": app, "celery": app, "fastq": fastq}
+    names.update({name: getattr(fastq, name) for name in
+                  ("chain", "chord", "group", "signature", "chunks", "AsyncResult", "GroupResult")})
+    for full, task in app.tasks.items():  # tasks by their short name, as Celery's shell has them
+        if not full.startswith("fastq."):
+            names.setdefault(full.rsplit(".", 1)[-1], task)
+    banner = (f"fastq {fastq.__version__} shell: app {app.main!r}; tasks and chain, group, "
+              "chord, signature, AsyncResult loaded")
+    if not plain:
+        try:
+            import IPython
+        except ImportError:
+            pass
+        else:
+            IPython.start_ipython(argv=[], user_ns=names)
+            return
+    code.interact(banner=banner, local=names, exitmsg="")
+
+
 @main.command("migrate-celery")
 @_app_option
 @click.option("--from", "source", default=None,

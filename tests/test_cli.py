@@ -80,3 +80,22 @@ def test_demo_runs_a_real_workload_and_reports(r, redis_server):
     assert report["succeeded"] == "2,970"
     assert report["failed"] == "30"  # 1% fail on purpose, and are recorded as failures
     assert "throughput" in report and "latency" in report
+
+
+def test_report_shows_versions_and_settings_with_the_password_masked(r):
+    url = os.environ["FASTQ_BROKER_URL"].replace("redis://", "redis://:hunter2@", 1)
+    out = fastq("-A", "tests.apps.basic", "report", env={"FASTQ_BROKER_URL": url})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("fastq:") and "redis:" in out.stdout and "py:" in out.stdout
+    assert "hunter2" not in out.stdout and "redis://:***@" in out.stdout
+    assert "default_queue: 'default'" in out.stdout
+
+
+def test_shell_has_the_app_and_its_tasks(app, start_worker):
+    start_worker(concurrency=1)
+    script = "print('result', add.delay(2, 3).get(timeout=20), app.main, chain.__name__)\n"
+    out = subprocess.run([sys.executable, "-m", "fastq", "-A", "tests.apps.basic", "shell",
+                          "--python"], input=script, capture_output=True, text=True, timeout=60,
+                         cwd=str(ROOT), env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    assert "result 5 tests chain" in out.stdout, out.stdout + out.stderr
