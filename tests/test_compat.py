@@ -412,3 +412,19 @@ def test_beat_init_and_the_logging_signals(r):
         signals.beat_init.disconnect(on_beat)
         signals.setup_logging.disconnect(on_setup)
         signals.after_setup_logger.disconnect(on_after)
+
+
+def test_an_abortable_task_stops_when_aborted(app, proj_worker):
+    from fastq.compat.contrib.abortable import ABORTED, AbortableAsyncResult
+
+    proj_worker()
+    res = proj.patient.delay()
+    assert isinstance(res, AbortableAsyncResult) is False  # delay() gives a plain AsyncResult
+    handle = proj.patient.AsyncResult(res.id)
+    assert isinstance(handle, AbortableAsyncResult) and not handle.is_aborted()
+    time.sleep(0.3)  # running by now
+    handle.abort()
+    assert handle.state == ABORTED or handle.ready()
+    assert res.get(timeout=20) == "aborted"
+    finished = proj.patient.delay(0.2)
+    assert finished.get(timeout=20) == "finished"

@@ -9,6 +9,7 @@ import time
 import redis
 
 from fastq.compat import Celery, Task
+from fastq.compat.contrib.abortable import AbortableTask
 from fastq.compat.exceptions import Ignore, Reject
 from fastq.compat.signals import (
     after_setup_logger,
@@ -212,3 +213,14 @@ def pid():
 def slow(seconds):
     time.sleep(seconds)
     return seconds
+
+
+@app.task(bind=True, base=AbortableTask)
+def patient(self, limit=20.0):
+    """Waits until aborted (or ``limit`` seconds), looking every 20 ms."""
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        if self.is_aborted():
+            return "aborted"
+        time.sleep(0.02)
+    return "finished"
