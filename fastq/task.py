@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fastq import keys, states
 from fastq._core import encode_message, pack_body
 from fastq.errors import BrokerUnavailable, EncodeError, Replaced
-from fastq.message import CODEC_NAMES, Message, new_task_id
+from fastq.message import CODEC_NAMES, Message, call_options, new_task_id
 from fastq.ratelimit import parse_rate
 from fastq.result import AsyncResult, EagerResult, state_record
 from fastq.retry import MaxRetriesExceededError, Retry, RetryPolicy, seconds
@@ -249,10 +249,8 @@ class Task:
                 **{k: v for k, v in sent.items() if v is not None}, **edges}))
         how = self._resolve(queue, priority, serializer, countdown, eta, expires, soft_time_limit,
                             time_limit, unique_key, unique_for, args or (), kwargs)
-        extra = dict(headers) if headers else None
-        if ignore_result:
-            extra = {**(extra or {}), IGNORE_RESULT: True}
-        return self._send(how, task_id or new_task_id(), args or (), kwargs or {}, extra)
+        return self._send(how, task_id or new_task_id(), args or (), kwargs or {},
+                          call_options(headers, ignore_result))
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature: this task with partial arguments (a chain prepends the previous result)."""
@@ -401,7 +399,6 @@ class _Sending:
     unique_for_ms: int
 
 
-IGNORE_RESULT = "fastq.ignore_result"  # a message option: this call's result is not stored
 
 current_request: contextvars.ContextVar[Message | None] = contextvars.ContextVar(
     "fastq_request", default=None)

@@ -15,6 +15,7 @@ from tests.apps.flows import (
     fail,
     fail_later,
     flaky_inc,
+    headers_of,
     ident,
     inc,
     nap,
@@ -342,3 +343,16 @@ def test_a_task_replaces_itself_by_a_task_a_chain_or_a_group(fapp, worker, r):
 def test_replace_outside_a_running_task_is_refused(fapp):
     with pytest.raises(RuntimeError, match="running task"):
         swap.replace(inc.s(1))
+
+
+def test_headers_and_ignore_result_on_workflow_nodes_and_group_members(fapp, worker, r):
+    worker()
+    flow = chain(ident.s(1), headers_of.s().set(headers={"trace": "t1"}))
+    assert flow.delay().get(timeout=20) == {"trace": "t1"}
+    quiet = headers_of.s().set(ignore_result=True, task_id="quiet-member")
+    res = group(headers_of.s().set(headers={"a": 1}), headers_of.s(), quiet).delay()
+    assert [x.get(timeout=20) for x in res.results[:2]] == [{"a": 1}, {}]
+    # the third ran too (acked: its entry is gone from the stream), and its result is not stored
+    wait_for(lambda: sum(r.xlen(k) for k in keys.streams("default")) == 0, 20,
+             message="every member acknowledged")
+    assert not r.exists(keys.result("quiet-member"))

@@ -16,10 +16,10 @@ from fastq import states
 from fastq._core import decode_message, encode_message
 from fastq.broker.base import Finish
 from fastq.errors import DeadLettered, DecodeError, Ignore, Reject, TaskRevokedError
+from fastq.message import IGNORE_RESULT
 from fastq.middleware import SkipMessage
 from fastq.result import exception_record, success_record
 from fastq.retry import Retry
-from fastq.task import IGNORE_RESULT
 
 if TYPE_CHECKING:
     from fastq.message import Message

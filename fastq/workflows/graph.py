@@ -19,7 +19,7 @@ import orjson
 
 from fastq import current
 from fastq.errors import NotRegistered, WorkflowError
-from fastq.message import new_task_id
+from fastq.message import call_options, new_task_id
 from fastq.result import AsyncResult
 from fastq.workflows.canvas import (
     CHAIN,
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 SEND_OPTIONS = ("task_id", "queue", "priority", "serializer", "countdown", "eta", "expires",
                 "soft_time_limit", "time_limit")
 EDGE_OPTIONS = ("link", "link_error", "depends_on", "group_id")
+CALL_OPTIONS = ("headers", "ignore_result")  # travel in the message's options
 
 
 @dataclass(slots=True)
@@ -138,7 +139,7 @@ class Graph:
         if lead or lead_kwargs:
             sig = sig.clone(lead, lead_kwargs)
         options = {**inherit, **{k: v for k, v in sig.options.items() if k not in EDGE_OPTIONS}}
-        unknown = set(options) - set(SEND_OPTIONS)
+        unknown = set(options) - set(SEND_OPTIONS) - set(CALL_OPTIONS)
         if unknown:
             raise WorkflowError(f"unsupported options for {sig['task']} in a workflow: "
                                 f"{sorted(unknown)}")
@@ -244,13 +245,14 @@ class Graph:
         task = self.app.task_for(sig["task"])
         opts = dict(sig.options)
         opts.pop("task_id", None)
+        extra = call_options(opts.pop("headers", None), opts.pop("ignore_result", None))
         how = task._resolve(**opts, args=sig.args, kwargs=sig.kwargs)
         args = sig.args
         if not node.deps and node.feed is not None:  # a root fed by an empty group: []
             args = (_empty(node.feed), *args)
         msg, data = task._envelope(how, node.id, args, sig.kwargs, dag_id=self.id,
                                    parent_id=node.parent, root_id=root_id,
-                                   group_id=node.group_id)
+                                   group_id=node.group_id, **({"options": extra} if extra else {}))
         return msg, how.queue, how.level, how.due_ms, data
 
     def _errback(self, errback: Signature, node: Node, root_id: str) -> list:
@@ -334,9 +336,10 @@ def _send_group(sig: group) -> GroupResult:
             if own:
                 opts = {**inherit, **own}
                 task_id = opts.pop("task_id", None) or new_task_id()
+                extra = call_options(opts.pop("headers", None), opts.pop("ignore_result", None))
                 key = (name, tuple(sorted(opts.items(), key=str)))
             else:
-                opts, task_id, key = inherit, new_task_id(), (name, inherit_key)
+                opts, task_id, key, extra = inherit, new_task_id(), (name, inherit_key), None
             found = resolved.get(key) if app.router is None else None  # a router sees the args
             if found is None:
                 task = app.task_for(name)
@@ -349,7 +352,8 @@ def _send_group(sig: group) -> GroupResult:
                     args = (*lead, *args)
                 if lead_kwargs:
                     kwargs = {**lead_kwargs, **kwargs}
-            msg, data = task._envelope(how, task_id, args, kwargs, group_id=gid)
+            msg, data = task._envelope(how, task_id, args, kwargs, group_id=gid,
+                                       **({"options": extra} if extra else {}))
             pending.items.append((how.queue, how.level, data, how.due_ms))  # as send_message
             if keep_messages:
                 pending.messages.append(msg)

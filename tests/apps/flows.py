@@ -115,3 +115,10 @@ def swap(self, x, how="task"):
     if how == "chain":
         return self.replace(inc.s(x) | inc.s())
     return self.replace(group(inc.s(x), inc.s(x + 10)))
+
+
+@app.task(bind=True)
+def headers_of(self, *_args):
+    """The custom headers its message carries."""
+    return {k: v for k, v in self.request.options.items()
+            if isinstance(k, str) and not k.startswith("fastq.")}
