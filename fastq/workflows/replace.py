@@ -17,15 +17,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from fastq.message import call_options
 from fastq.workflows.canvas import CHAIN, CHORD, GROUP, TASK, Signature, chord, maybe_signature
+from fastq.workflows.graph import SEND_OPTIONS
 
 if TYPE_CHECKING:
     from fastq.message import Message
 
 ACCUMULATE = "fastq.accumulate"  # the chord body a group replacement gets (registered by App)
 EDGES = ("link", "link_error", "depends_on")
-SEND_OPTIONS = ("queue", "priority", "serializer", "countdown", "eta", "expires",
-                "soft_time_limit", "time_limit")
 
 
 def replace(app: Any, msg: Message, sig: Any) -> None:
@@ -56,10 +56,14 @@ def final(sig: Signature) -> Signature:
 
 def _send_in_place(app: Any, msg: Message, sig: Signature) -> None:
     task = app.task_for(sig["task"])
-    opts = {k: sig.options[k] for k in SEND_OPTIONS if sig.options.get(k) is not None}
+    opts = {k: sig.options[k] for k in SEND_OPTIONS
+            if k != "task_id" and sig.options.get(k) is not None}
     how = task._resolve(**opts, args=sig.args, kwargs=sig.kwargs)
     fields = {name: getattr(msg, name) for name in ("dag_id", "group_id") if getattr(msg, name)}
     fields.update(parent_id=msg.parent_id, root_id=msg.root_id)  # its own, not the task's
+    extra = call_options(sig.options.get("headers"), sig.options.get("ignore_result"))
+    if extra:
+        fields["options"] = extra
     sent, data = task._envelope(how, msg.id, sig.args, sig.kwargs, **fields)
     hooks = app.hooks
     if app.send_message(how.queue, how.level, data, how.due_ms,
