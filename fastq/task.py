@@ -334,8 +334,7 @@ class Task:
                 return AsyncResult(owner, app)
         hooks = app.hooks
         try:
-            msg, data = self._envelope(how, task_id, args, kwargs, idem_key=key or None,
-                                       **({"options": options} if options else {}))
+            msg, data = self._envelope(how, task_id, args, kwargs, options, idem_key=key or None)
             sent_now = app.send_message(how.queue, how.level, data, how.due_ms,
                                         msg if hooks.after_send else None)
         except BaseException:
@@ -347,11 +346,14 @@ class Task:
         return AsyncResult(task_id, app)
 
     def _envelope(self, how: _Sending, task_id: str, args: Iterable[Any], kwargs: dict[str, Any],
-                  **fields: Any) -> tuple[Message, bytes]:
+                  options: dict[str, Any] | None = None, **fields: Any) -> tuple[Message, bytes]:
         """The message and its encoded envelope, after the ``before_send`` hooks (which may add
-        options or refuse it). ``fields``: more Message fields (dag_id, parent_id, options ...)."""
+        options or refuse it). ``options``: the message's options (headers; None: none);
+        ``fields``: more Message fields (dag_id, parent_id ...)."""
         app = self.app
         conf = app.settings
+        if options:
+            fields["options"] = options
         if "parent_id" not in fields:  # sent by a running task: it is the parent (as in Celery)
             parent = current_request.get()
             if parent is not None:

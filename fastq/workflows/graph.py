@@ -250,9 +250,9 @@ class Graph:
         args = sig.args
         if not node.deps and node.feed is not None:  # a root fed by an empty group: []
             args = (_empty(node.feed), *args)
-        msg, data = task._envelope(how, node.id, args, sig.kwargs, dag_id=self.id,
+        msg, data = task._envelope(how, node.id, args, sig.kwargs, extra, dag_id=self.id,
                                    parent_id=node.parent, root_id=root_id,
-                                   group_id=node.group_id, **({"options": extra} if extra else {}))
+                                   group_id=node.group_id)
         return msg, how.queue, how.level, how.due_ms, data
 
     def _errback(self, errback: Signature, node: Node, root_id: str) -> list:
@@ -352,8 +352,7 @@ def _send_group(sig: group) -> GroupResult:
                     args = (*lead, *args)
                 if lead_kwargs:
                     kwargs = {**lead_kwargs, **kwargs}
-            msg, data = task._envelope(how, task_id, args, kwargs, group_id=gid,
-                                       **({"options": extra} if extra else {}))
+            msg, data = task._envelope(how, task_id, args, kwargs, extra, group_id=gid)
             pending.items.append((how.queue, how.level, data, how.due_ms))  # as send_message
             if keep_messages:
                 pending.messages.append(msg)

@@ -62,9 +62,7 @@ def _send_in_place(app: Any, msg: Message, sig: Signature) -> None:
     fields = {name: getattr(msg, name) for name in ("dag_id", "group_id") if getattr(msg, name)}
     fields.update(parent_id=msg.parent_id, root_id=msg.root_id)  # its own, not the task's
     extra = call_options(sig.options.get("headers"), sig.options.get("ignore_result"))
-    if extra:
-        fields["options"] = extra
-    sent, data = task._envelope(how, msg.id, sig.args, sig.kwargs, **fields)
+    sent, data = task._envelope(how, msg.id, sig.args, sig.kwargs, extra, **fields)
     hooks = app.hooks
     if app.send_message(how.queue, how.level, data, how.due_ms,
                         sent if hooks.after_send else None) and hooks.after_send:
