@@ -61,7 +61,8 @@ class Control:
 
     def broadcast(self, command: str, arguments: dict[str, Any] | None = None,
                   destination: list[str] | None = None, reply: bool = False,
-                  timeout: float = 1.0, limit: int | None = None) -> list[dict[str, Any]]:
+                  timeout: float = 1.0, limit: int | None = None,
+                  **_celery_opts: Any) -> list[dict[str, Any]]:
         """Send ``command`` to every worker (or those named in ``destination``); with ``reply``
         the replies that arrive within ``timeout`` s, ``[{worker name: reply}, ...]``
         (fastq/worker/remote.py has the commands)."""
@@ -83,6 +84,45 @@ class Control:
     def shutdown(self, destination: list[str] | None = None, **_celery_opts: Any) -> None:
         """Stop workers warm (as SIGTERM does)."""
         self.broadcast("shutdown", destination=destination)
+
+    # Run-time changes; each takes broadcast's destination / reply / timeout / limit.
+    def rate_limit(self, task_name: str, rate_limit: str | float | None,
+                   destination: list[str] | None = None, **options: Any) -> list[dict[str, Any]]:
+        """Set a task's rate limit (``"100/s"``; None or 0: none) on the running workers.
+        fastq's rate limits are global buckets, so give every worker the same one."""
+        return self.broadcast("rate_limit", {"task_name": task_name, "rate_limit": rate_limit},
+                              destination, **options)
+
+    def time_limit(self, task_name: str, soft: float | None = None, hard: float | None = None,
+                   destination: list[str] | None = None, **options: Any) -> list[dict[str, Any]]:
+        """Set a task's time limits in seconds (None: none) on the running workers; they replace
+        the limits its messages carry."""
+        return self.broadcast("time_limit", {"task_name": task_name, "soft": soft, "hard": hard},
+                              destination, **options)
+
+    def pool_grow(self, n: int = 1, destination: list[str] | None = None,
+                  **options: Any) -> list[dict[str, Any]]:
+        return self.broadcast("pool_grow", {"n": n}, destination, **options)
+
+    def pool_shrink(self, n: int = 1, destination: list[str] | None = None,
+                    **options: Any) -> list[dict[str, Any]]:
+        return self.broadcast("pool_shrink", {"n": n}, destination, **options)
+
+    def autoscale(self, max: int, min: int, destination: list[str] | None = None,  # noqa: A002
+                  **options: Any) -> list[dict[str, Any]]:
+        """fastq runs ``max`` children (see the worker's ``--autoscale``)."""
+        return self.broadcast("autoscale", {"max": max, "min": min}, destination, **options)
+
+    def add_consumer(self, queue: str, exchange: str | None = None,
+                     exchange_type: str | None = None, routing_key: str | None = None,
+                     options: dict | None = None, destination: list[str] | None = None,
+                     **broadcast_options: Any) -> list[dict[str, Any]]:
+        """Start reading ``queue`` (the exchange arguments are Celery's and mean nothing here)."""
+        return self.broadcast("add_consumer", {"queue": queue}, destination, **broadcast_options)
+
+    def cancel_consumer(self, queue: str, destination: list[str] | None = None,
+                        **options: Any) -> list[dict[str, Any]]:
+        return self.broadcast("cancel_consumer", {"queue": queue}, destination, **options)
 
     def purge(self) -> int:
         """Drop every waiting message of every queue; returns how many."""

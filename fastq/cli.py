@@ -529,29 +529,58 @@ def inspect(ctx, app_spec, command, destination, timeout, as_json):
     _print_replies(getattr(app.control.inspect(dest, timeout), command)(), as_json)
 
 
+def _number_or_none(value: str) -> float | None:
+    return None if value.lower() in ("none", "0") else float(value)
+
+
+# the commands with arguments: their names (? optional) and how a value is read
+CONTROL_COMMANDS = {
+    "ping": ((), str), "shutdown": ((), str), "revoke": ((), str),
+    "rate_limit": (("task_name", "rate_limit"), lambda v: None if v.lower() == "none" else v),
+    "time_limit": (("task_name", "soft", "hard?"), _number_or_none),
+    "pool_grow": (("n?",), int), "pool_shrink": (("n?",), int),
+    "autoscale": (("max", "min?"), int),
+    "add_consumer": (("queue",), str), "cancel_consumer": (("queue",), str),
+}
+
+
 @main.command()
 @_app_option
-@click.argument("command", type=click.Choice(("ping", "shutdown", "revoke")))
-@click.argument("ids", nargs=-1)
+@click.argument("command", type=click.Choice(tuple(CONTROL_COMMANDS)))
+@click.argument("arguments", nargs=-1)
 @click.option("-d", "--destination", default=None, help="Comma-separated worker names")
 @click.option("-t", "--timeout", type=float, default=1.0, show_default=True)
 @click.option("--terminate", is_flag=True, help="revoke: also stop a running task")
 @click.option("-j", "--json", "as_json", is_flag=True)
 @click.pass_context
-def control(ctx, app_spec, command, ids, destination, timeout, terminate, as_json):
-    """Steer the live workers (Celery's ``control``): ping, shutdown, revoke ID..."""
+def control(ctx, app_spec, command, arguments, destination, timeout, terminate, as_json):
+    """Steer the live workers (Celery's ``control``): ping, shutdown, revoke ID..., rate_limit
+    TASK RATE, time_limit TASK SOFT [HARD], pool_grow [N], pool_shrink [N], autoscale MAX [MIN],
+    add_consumer QUEUE, cancel_consumer QUEUE."""
     app = _resolve_app(ctx, app_spec)
     dest = [d for d in destination.split(",") if d] if destination else None
     if command == "revoke":
-        if not ids:
+        if not arguments:
             raise click.UsageError("revoke needs the task ids")
-        app.control.revoke(list(ids), terminate=terminate)
-        click.echo(f"revoked {len(ids)} task(s)")
+        app.control.revoke(list(arguments), terminate=terminate)
+        click.echo(f"revoked {len(arguments)} task(s)")
     elif command == "shutdown":
         app.control.shutdown(dest)
         click.echo("shutdown sent")
-    else:
+    elif command == "ping":
         _print_replies(app.control.inspect(dest, timeout).ping(), as_json)
+    else:
+        names, convert = CONTROL_COMMANDS[command]
+        if len(arguments) > len(names) or len(arguments) < sum(not n.endswith("?") for n in names):
+            raise click.UsageError(f"{command} takes {' '.join(n.upper() for n in names)}")
+        given = {n.rstrip("?"): v if n == "task_name" else convert(v)
+                 for n, v in zip(names, arguments, strict=False)}
+        replies = getattr(app.control, command)(destination=dest, reply=True, timeout=timeout,
+                                                **given)
+        merged: dict = {}
+        for reply in replies:
+            merged.update(reply)
+        _print_replies(merged, as_json)
 
 
 @main.command()

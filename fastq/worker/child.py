@@ -29,6 +29,7 @@ from fastq.errors import (
     SoftTimeLimitExceeded,
 )
 from fastq.middleware import DeferMessage, SkipMessage, call_hooks
+from fastq.ratelimit import parse_rate
 from fastq.task import current_request
 from fastq.worker import gates, outcome
 from fastq.workflows.advance import ERRBACK, errback_arguments, report_sent, to_release
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from fastq.message import Message
     from fastq.task import Task
     from fastq.worker.slots import Slots
+    from fastq.worker.tuning import Tuning
 
 log = structlog.get_logger("fastq.worker")
 TRANSIENT = (BrokerUnavailable, ConnectionError, TimeoutError)
@@ -66,7 +68,7 @@ class Child:
 
     def __init__(self, app: App, consumer: str, queues: list[str], broker: Broker | None = None,
                  parent_pid: int | None = None, handle_signals: bool = True,
-                 slots: Slots | None = None, slot: int = 0):
+                 slots: Slots | None = None, slot: int = 0, tuning: Tuning | None = None):
         self.app = app
         self.handle_signals = handle_signals  # False in a non-main thread (fastq.testing)
         self.parent_pid = parent_pid  # stop (warm) when this process is no longer our parent
@@ -107,19 +109,53 @@ class Child:
         self._next_heartbeat = 0.0
         self._log = log.bind(consumer=consumer)
         self.hooks = app.hooks
-        self._rate_gate = gates.RateLimited(self) if gates.RateLimited.wanted(self) else None
-        rest = [self._rate_gate.before_execute] if self._rate_gate is not None else []
-        rest += self.hooks.before_execute
-        # the built-in steps, then the installed middleware's before_execute, in order; Revoked
-        # and Expired decide only when a revocation is in force or the message expires, so the
-        # lean list (without them) is run otherwise
-        self._gates = [gates.Revoked(self).before_execute, gates.Expired().before_execute, *rest]
-        self._lean_gates = rest
+        self.tuning = tuning  # remote control's overrides, from the supervisor
+        self._tuned = 0  # the generation of them applied here
+        self._time_limits = gates.TunedTimeLimits({})
+        self._build_gates()
         self._watch = DependencyWatch(app)  # built in: depends_on waits on tasks run here
         self._after_flush = (self._watch.after_flush, *self.hooks.after_flush)
         self.worn_out = False
         self._recycles = bool(self.conf.max_tasks_per_child or self.conf.max_memory_per_child)
         self._call_hooks(self.hooks.child_init, self)
+
+    def _build_gates(self) -> None:
+        """The built-in steps, then the installed middleware's before_execute, in order; Revoked
+        and Expired decide only when a revocation is in force or the message expires, so the
+        lean list (without them) is run otherwise."""
+        self._rate_gate = gates.RateLimited(self) if gates.RateLimited.wanted(self) else None
+        rest = [self._time_limits.before_execute] if self._time_limits.limits else []
+        if self._rate_gate is not None:
+            rest.append(self._rate_gate.before_execute)
+        rest += self.hooks.before_execute
+        self._gates = [gates.Revoked(self).before_execute, gates.Expired().before_execute, *rest]
+        self._lean_gates = rest
+
+    def _check_tuning(self) -> None:
+        if self.tuning is not None and self.tuning.generation != self._tuned:
+            self._retune()
+
+    def _retune(self) -> None:
+        """Apply remote control's overrides (fastq/worker/tuning.py): rate and time limits of
+        tasks, the queues to read."""
+        generation, overrides = self.tuning.read()
+        if overrides is None:  # being written: next round
+            return
+        if overrides.queues is not None and overrides.queues != self.queues:
+            self.broker.prepare(overrides.queues)
+            self._log.info("queues changed by remote control", queues=overrides.queues)
+            self.queues = list(overrides.queues)
+        for name, rate in overrides.rates.items():
+            task = self.tasks.get(name)
+            if task is not None:
+                task.rate_limit, task.rate = rate, parse_rate(rate)
+        for name, (soft_ms, hard_ms) in overrides.limits.items():
+            task = self.tasks.get(name)
+            if task is not None:
+                task.soft_limit_ms, task.hard_limit_ms = soft_ms, hard_ms
+        self._time_limits.limits = overrides.limits
+        self._build_gates()
+        self._tuned = generation
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> bool:
@@ -155,6 +191,7 @@ class Child:
         now = time.monotonic()
         if self.slots is not None:
             self.slots.loop(self.slot, now)
+        self._check_tuning()
         self._heartbeat(now)
         self._sync_revocations(now)
         if now >= self._next_reclaim:
@@ -164,8 +201,9 @@ class Child:
         self._next_batch = None
         if deliveries:
             # The fetch may have blocked for longer than revocation_sync_ms: catch up before
-            # running what it brought, so a task revoked meanwhile is not run.
+            # running what it brought, so a task revoked (or retuned) meanwhile is not run.
             self._sync_revocations(time.monotonic())
+            self._check_tuning()
             self.process(deliveries)
             if self._recycles:
                 self._check_worn_out()
@@ -393,7 +431,8 @@ class Child:
                 return None
             msg = decode_message(data)
             task = self.tasks.get(msg.task)
-            if task is None or task.is_async or msg.hard_limit_ms:
+            if task is None or task.is_async or msg.hard_limit_ms or \
+                    self._time_limits.hard_limit_ms(msg.task):
                 return None
         except Exception:  # noqa: BLE001 - a bad graph must not stop the worker
             self._log.exception("building a workflow step failed; the graph sends it")

@@ -1,4 +1,5 @@
-"""The worker's built-in steps before a task runs, as middleware: revoked, expired, rate limited.
+"""The worker's built-in steps before a task runs, as middleware: revoked, expired, time limits
+set by remote control, rate limited.
 
 A child runs them, in this order, ahead of the installed middleware's ``before_execute`` hooks
 (fastq/worker/child.py ``Child._gates``). A step that says no raises :class:`SkipMessage` (the
@@ -47,6 +48,22 @@ class Expired(Middleware):
         if message.expires_ms and time.time() * 1000 > message.expires_ms:
             log.info("task expired, not run", task=message.task, id=message.id)
             raise SkipMessage("expired")
+
+
+class TunedTimeLimits(Middleware):
+    """Time limits set by ``app.control.time_limit`` (fastq/worker/tuning.py) replace the ones
+    the message carries (the producer's defaults, or what ``apply_async`` gave)."""
+
+    def __init__(self, limits: dict[str, tuple[int, int]]):
+        self.limits = limits  # task name -> (soft ms, hard ms), 0: none
+
+    def before_execute(self, task: Task, message: Message) -> None:
+        limits = self.limits.get(message.task)
+        if limits is not None:
+            message.soft_limit_ms, message.hard_limit_ms = limits
+
+    def hard_limit_ms(self, task_name: str) -> int:
+        return self.limits.get(task_name, (0, 0))[1]
 
 
 class RateLimited(Middleware):

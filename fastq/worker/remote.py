@@ -18,9 +18,11 @@ import structlog
 
 from fastq._core import decode_message, unpack_body
 from fastq.keys import parse_stream
+from fastq.ratelimit import parse_rate
 
 if TYPE_CHECKING:
     from fastq.worker.supervisor import Supervisor
+    from fastq.worker.tuning import Overrides
 
 log = structlog.get_logger("fastq.remote")
 REPLY_TTL_MS = 60_000
@@ -73,7 +75,7 @@ class Remote:
         """The task each busy child is running, read back from its message in Redis."""
         out = []
         now_mono, now = time.monotonic(), time.time()
-        for slot in range(self.worker.concurrency):
+        for slot in range(self.worker.slots.count):
             state = self.worker.slots.read(slot)
             if not state.busy:
                 continue
@@ -102,7 +104,7 @@ class Remote:
 
     def do_stats(self) -> dict:
         beats = {w["consumer"]: w for w in map(msgpack.unpackb, self.broker.workers())}
-        mine = [beats.get(self.worker.consumer(s), {}) for s in range(self.worker.concurrency)]
+        mine = [beats.get(self.worker.consumer(s), {}) for s in self.worker.children.values()]
         return {"pid": os.getpid(), "hostname": socket.gethostname(),
                 "uptime": int(time.time() - self.started),
                 "total": {"processed": sum(b.get("processed", 0) for b in mine),
@@ -121,5 +123,67 @@ class Remote:
     def do_shutdown(self) -> dict:
         return {"ok": "shutting down"}
 
+    # -- run-time changes (fastq/worker/tuning.py carries them to the children) ---------------
+    def do_rate_limit(self, task_name: str, rate_limit: Any = None, **_: Any) -> dict:
+        """The rate limit is fastq's global bucket for the task: send it to every worker."""
+        try:
+            rate = parse_rate(rate_limit)
+        except ValueError as exc:
+            return {"error": f"Invalid rate limit string: {exc!r}"}
+        if task_name not in self.worker.app.tasks:
+            return {"error": "unknown task"}
+        self._tune().rates[task_name] = rate_limit if rate else None
+        self.worker.tuning.publish()
+        if not rate:
+            return {"ok": "rate limit disabled successfully"}
+        return {"ok": "new rate limit set successfully"}
+
+    def do_time_limit(self, task_name: str, hard: float | None = None, soft: float | None = None,
+                      **_: Any) -> dict:
+        if task_name not in self.worker.app.tasks:
+            return {"error": "unknown task"}
+        self._tune().limits[task_name] = (_ms(soft), _ms(hard))
+        self.worker.tuning.publish()
+        return {"ok": "time limits set successfully"}
+
+    def do_pool_grow(self, n: int = 1, **_: Any) -> dict:
+        self.worker.resize(self.worker.concurrency + int(n))
+        return {"ok": "pool will grow"}
+
+    def do_pool_shrink(self, n: int = 1, **_: Any) -> dict:
+        self.worker.resize(self.worker.concurrency - int(n))
+        return {"ok": "pool will shrink"}
+
+    def do_autoscale(self, max: int, min: int | None = None, **_: Any) -> dict:  # noqa: A002
+        """fastq runs the most children all the time (see the worker's ``--autoscale``)."""
+        self.worker.resize(int(max))
+        return {"ok": f"autoscale now max={max} min={min}"}
+
+    def do_add_consumer(self, queue: str, **_: Any) -> dict:
+        if queue not in self.worker.queues:
+            self.worker.consume([*self.worker.queues, queue])
+        return {"ok": f"add consumer {queue}"}
+
+    def do_cancel_consumer(self, queue: str, **_: Any) -> dict:
+        rest = [q for q in self.worker.queues if q != queue]
+        if not rest:
+            return {"error": f"{queue} is the last queue this worker reads; it keeps reading it "
+                             "(stop the worker instead)"}
+        if rest != self.worker.queues:
+            self.worker.consume(rest)
+        return {"ok": f"no longer consuming from {queue}"}
+
+    def _tune(self) -> Overrides:
+        return self.worker.tuning.overrides
+
     def _pid(self, slot: int) -> int | None:
         return next((pid for pid, s in self.worker.children.items() if s == slot), None)
+
+
+def _ms(seconds: float | None) -> int:
+    """A time limit in seconds (None or 0: none) as the whole ms a message carries."""
+    if seconds is None:
+        return 0
+    if seconds < 0:
+        raise ValueError(f"a time limit cannot be negative: {seconds}")
+    return int(float(seconds) * 1000)

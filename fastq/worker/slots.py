@@ -30,10 +30,17 @@ class SlotState:
         return self.started > 0
 
 
+CAPACITY = 256  # records mapped before forking: how far remote control can grow the pool
+
+
 class Slots:
-    def __init__(self, count: int):
+    """``count`` is the slots in use (one past the highest a child has); the mapping holds
+    ``capacity`` of them, so the pool can grow after the fork (``pool_grow``)."""
+
+    def __init__(self, count: int, capacity: int = CAPACITY):
         self.count = count
-        self._mm = mmap.mmap(-1, max(1, count) * _RECORD.size)
+        self.capacity = max(count, capacity, 1)
+        self._mm = mmap.mmap(-1, self.capacity * _RECORD.size)
 
     def _offset(self, slot: int) -> int:
         return slot * _RECORD.size

@@ -22,6 +22,7 @@ from fastq.worker.child import Child
 from fastq.worker.overseer import Overseer
 from fastq.worker.remote import Remote
 from fastq.worker.slots import Slots
+from fastq.worker.tuning import Tuning
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -39,7 +40,7 @@ class Supervisor:
     def __init__(self, app: App, concurrency: int, queues: list[str], name: str | None = None):
         self.app = app
         self.concurrency = concurrency
-        self.queues = queues
+        self.queues = list(queues)  # shared with the overseer; changed in place by consume()
         self.name = name or f"{socket.gethostname()}.{os.getpid()}"
         self.children: dict[int, int] = {}  # pid -> slot
         self.started_at: dict[int, float] = {}  # slot -> time of last start
@@ -50,7 +51,9 @@ class Supervisor:
         self._next_command_poll = 0.0
         self.pid = os.getpid()
         self.slots = Slots(concurrency)
-        self.overseer = Overseer(app, queues, self.slots, self.consumer, self._kill_slot, self.name,
+        self.tuning = Tuning()  # remote control's overrides, read by the children
+        self._retiring: set[int] = set()  # slots whose child was stopped by pool_shrink
+        self.overseer = Overseer(app, self.queues, self.slots, self.consumer, self._kill_slot, self.name,
                                  self.started_at)
         self._log = log.bind(worker=self.name)
 
@@ -112,7 +115,7 @@ class Supervisor:
 
     def _check_ready(self) -> None:
         """``worker_ready`` hooks, once: when every child has started fetching."""
-        if all(self.slots.read(slot).last_loop > 0 for slot in range(self.concurrency)):
+        if all(self.slots.read(slot).last_loop > 0 for slot in self.children.values()):
             self._ready = True
             self._log.info("worker ready", concurrency=self.concurrency)
             call_hooks(self.app.hooks.worker_ready, self, log=self._log)
@@ -145,8 +148,47 @@ class Supervisor:
             if before_restart is not None:
                 before_restart()
         finally:
-            if killed and not self.signals:
+            if slot in self._retiring:
+                self._retired(slot)
+            elif killed and not self.signals:
                 self._spawn(slot)
+
+    # -- remote control: the pool and the queues --------------------------------------------
+    def resize(self, concurrency: int) -> int:
+        """Grow or shrink the pool to ``concurrency`` children (``pool_grow`` / ``pool_shrink``
+        / ``autoscale``); returns the new size. New children take the lowest free slots; the
+        children of the highest slots are stopped warm (they finish and ack their batch) and
+        not replaced."""
+        concurrency = max(1, min(concurrency, self.slots.capacity))
+        self.concurrency = concurrency
+        serving = sorted(s for s in self.children.values() if s not in self._retiring)
+        for slot in serving[concurrency:]:
+            self._retiring.add(slot)
+            for pid, s in self.children.items():
+                if s == slot:
+                    os.kill(pid, signal.SIGTERM)
+        taken = set(self.children.values())
+        free = (s for s in range(self.slots.capacity) if s not in taken)
+        for _ in range(concurrency - len(serving)):
+            slot = next(free)
+            self.slots.count = max(self.slots.count, slot + 1)
+            self._spawn(slot)
+        self._log.info("pool resized by remote control", concurrency=concurrency)
+        return concurrency
+
+    def _retired(self, slot: int) -> None:
+        self._retiring.discard(slot)
+        self.slots.clear(slot, 0.0)
+        self.slots.count = max(self.children.values(), default=-1) + 1
+
+    def consume(self, queues: list[str]) -> None:
+        """Read ``queues`` from now on (``add_consumer`` / ``cancel_consumer``): the overseer
+        shares this list; the children pick it up from the tuning block."""
+        self.app.broker.prepare(queues)
+        self.queues[:] = queues
+        self.tuning.overrides.queues = list(queues)
+        self.tuning.publish()
+        self._log.info("queues changed by remote control", queues=queues)
 
     def _on_signal(self, signum, _frame) -> None:
         self.signals += 1
@@ -166,8 +208,9 @@ class Supervisor:
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
                     signal.signal(sig, signal.SIG_DFL)
-                worn_out = Child(self.app, self.consumer(slot), self.queues,
-                                 parent_pid=self.pid, slots=self.slots, slot=slot).run()
+                worn_out = Child(self.app, self.consumer(slot), list(self.queues),
+                                 parent_pid=self.pid, slots=self.slots, slot=slot,
+                                 tuning=self.tuning).run()
                 code = WORN_OUT if worn_out else 0
             except BaseException:  # noqa: BLE001 - logged, and the supervisor restarts us
                 log.exception("child crashed", consumer=self.consumer(slot))
@@ -188,6 +231,9 @@ class Supervisor:
             if slot is None:
                 continue
             if self.signals:
+                continue
+            if slot in self._retiring:
+                self._retired(slot)
                 continue
             code = os.waitstatus_to_exitcode(status)
             if code == WORN_OUT:  # planned: max_tasks_per_child / max_memory_per_child
