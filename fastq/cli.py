@@ -71,11 +71,16 @@ def main(ctx: click.Context, app_spec: str | None, broker: str | None) -> None:
 @click.option("-D", "--detach", is_flag=True, help="Run in the background (with --logfile)")
 @click.option("-B", "--beat", "embed_beat", is_flag=True,
               help="Also run a beat (periodic tasks) in a process of its own")
+@click.option("--metrics-port", type=int, default=None, envvar="FASTQ_METRICS_PORT",
+              help="Serve Prometheus metrics on this port (docs/metrics.md)")
+@click.option("--metrics-host", default="0.0.0.0", show_default=True,  # noqa: S104
+              help="Address to serve the metrics on")
+@click.option("--flower-metrics", is_flag=True, help="Also record Flower's metric names")
 @click.pass_context
 def worker(ctx, app_spec, concurrency, queues, prefetch, prefetch_multiplier, loglevel, name, pool,
            task_events, optimization, without_gossip, without_mingle, without_heartbeat,
            max_tasks_per_child, max_memory_per_child, exclude_queues, autoscale, pidfile, logfile,
-           detach, embed_beat):
+           detach, embed_beat, metrics_port, metrics_host, flower_metrics):
     """Start a worker: a supervisor and N child processes."""
     from fastq.worker.supervisor import Supervisor
 
@@ -83,6 +88,10 @@ def worker(ctx, app_spec, concurrency, queues, prefetch, prefetch_multiplier, lo
         _detach()
     if logfile:
         _log_to(logfile)
+    if metrics_port:
+        from fastq.metrics import server as metrics_server
+
+        metrics_server.prepare()  # before the app (or anything) imports prometheus_client
     if autoscale:
         most = int(autoscale.split(",")[0])
         concurrency = concurrency or most
@@ -92,6 +101,11 @@ def worker(ctx, app_spec, concurrency, queues, prefetch, prefetch_multiplier, lo
     app = _resolve_app(ctx, app_spec)
     app.import_modules()
     app.setup_logging(loglevel, logfile)
+    if metrics_port:
+        from fastq.metrics import TaskMetrics
+
+        app.add_middleware(TaskMetrics(flower=flower_metrics))
+        app.add_middleware(metrics_server.Exporter(metrics_port, metrics_host, flower_metrics))
     prefetch = prefetch or prefetch_multiplier
     if prefetch:
         app.settings.prefetch = prefetch

@@ -92,6 +92,11 @@ def rate_queue(queue: str) -> str:
     return f"fastq:{{{queue}}}:rate"
 
 
+def role(name: str) -> str:
+    """String with TTL: who plays a one-at-a-time role (``hold_role``), e.g. ``metrics``."""
+    return f"fastq:role:{name}"
+
+
 # -- beat (fastq/beat.py): at most one beat fires, and each instant of an entry at most once --
 BEAT_LEADER = "fastq:beat:leader"  # string with TTL: id of the beat holding the leader lease
 BEAT_LAST = "fastq:beat:last"  # hash: entry name -> epoch ms of its last fired (or skipped) instant

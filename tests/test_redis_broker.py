@@ -122,3 +122,16 @@ def test_single_sends_ride_on_a_per_thread_connection_that_reconnects(r, redis_s
     t.start()
     t.join()
     assert [e[1][b"m"] for e in r.xrange(keys.stream("t", 2))] == [b"one", b"two", b"three"]
+
+
+def test_a_role_has_one_holder_until_its_lease_lapses(r, redis_server):
+    import time
+
+    broker = RedisBroker(redis_server.url)
+    assert broker.hold_role("metrics", "w1", 300)
+    assert not broker.hold_role("metrics", "w2", 300)  # w1 holds it
+    assert broker.hold_role("metrics", "w1", 300)  # and renews it
+    assert 0 < r.pttl(keys.role("metrics")) <= 300
+    time.sleep(0.4)  # w1 stopped renewing
+    assert broker.hold_role("metrics", "w2", 300)
+    assert not broker.hold_role("metrics", "w1", 300)

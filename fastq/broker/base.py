@@ -174,6 +174,9 @@ class Transport(Protocol):
     def queues(self) -> list[str]:
         """Every queue ever sent to or consumed."""
 
+    def delayed_count(self, queue: str) -> int:
+        """Messages of ``queue`` waiting in its delayed set (countdown, eta, retry back-off)."""
+
     def stats(self, queue: str) -> list[StreamStats]:
         """Depth, pending and oldest age per priority level of ``queue``."""
 
@@ -249,6 +252,9 @@ class Control(Protocol):
 
     def release_unique(self, key: str, task_id: str) -> None:
         """Give a uniqueness key back, if ``task_id`` still holds it."""
+
+    def hold_role(self, role: str, holder: str, ttl_ms: int) -> bool:
+        """Take (or renew) a role one process plays at a time; True when ``holder`` has it."""
 
     def set_priority(self, queue: str, task_id: str, level: int) -> bool:
         """Move a task still waiting in ``queue`` to ``level``; False if it is not waiting."""
@@ -343,6 +349,9 @@ class Graphs(Protocol):
 
     def running_graphs(self, count: int = 1000) -> list[str]:
         """Ids of graphs that have not finished (the sweeper's list)."""
+
+    def running_graph_count(self) -> int:
+        """How many graphs are running (not yet finished)."""
 
     def save_group(self, group_id: str, data: bytes, ttl_ms: int) -> None: ...
 

@@ -390,6 +390,7 @@ class RedisBroker:
         self._promote = self.client.register_script(lua.load("promote"))
         self._release = self.client.register_script(lua.load("release"))
         self._unique_claim = self.client.register_script(lua.load("unique_claim"))
+        self._role_hold = self.client.register_script(lua.load("role_hold"))
         self._renew = self.client.register_script(lua.load("renew"))
         self._handback = self.client.register_script(lua.load("handback"))
         self._reprioritize = self.client.register_script(lua.load("reprioritize"))
@@ -559,6 +560,9 @@ class RedisBroker:
 
     def release_unique(self, key: str, task_id: str) -> None:
         self._release(keys=[keys.unique(key)], args=[task_id])
+
+    def hold_role(self, role: str, holder: str, ttl_ms: int) -> bool:
+        return bool(self._role_hold(keys=[keys.role(role)], args=[holder, ttl_ms]))
 
     # -- consuming -------------------------------------------------------------------------
     def prepare(self, queues: Iterable[str]) -> None:
@@ -907,6 +911,9 @@ class RedisBroker:
     def running_graphs(self, count: int = 1000) -> list[str]:
         return [g.decode() for g in self.client.zrange(keys.GRAPHS, 0, count - 1)]
 
+    def running_graph_count(self) -> int:
+        return self.client.zcard(keys.GRAPHS)
+
     def save_group(self, group_id: str, data: bytes, ttl_ms: int) -> None:
         self.results.set(keys.group_meta(group_id), data, px=ttl_ms)
 
@@ -1182,6 +1189,9 @@ class RedisBroker:
 
     def queues(self) -> list[str]:
         return sorted(q.decode() for q in self.client.smembers(keys.QUEUES))
+
+    def delayed_count(self, queue: str) -> int:
+        return self.client.zcard(keys.delayed(queue))
 
     def stats(self, queue: str) -> list[StreamStats]:
         pipe = self.client.pipeline(transaction=False)

@@ -95,6 +95,7 @@ class Child:
         self._next_reclaim = time.monotonic() + self.conf.reclaim_interval_s
         self._interrupted = False  # a broker error cut a round short (see run_once)
         self.current_stream = ""  # the stream of the delivery being run (for the steps)
+        self.current_entry: bytes | None = None  # ... and its entry id (None: a chain step)
         self._queues: dict[str, str] = {}  # stream key -> its queue
         self._loop: asyncio.AbstractEventLoop | None = None
         self._async_batch: list[tuple[Task, Message, tuple, dict, Delivery]] = []
@@ -476,7 +477,7 @@ class Child:
             self._dead_letter(delivery, f"unknown task {msg.task!r}: not registered in this worker",
                               msg, NotRegistered)
             return
-        self.current_stream = skey
+        self.current_stream, self.current_entry = skey, entry_id
         try:
             for gate in self._gates if self.revoked or msg.expires_ms else self._lean_gates:
                 gate(task, msg)

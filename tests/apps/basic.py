@@ -80,3 +80,11 @@ def whoami(self):
 @app.task
 def not_json_serializable():
     return {1, 2, 3}
+
+
+@app.task(bind=True)
+def retry_once(self):
+    """Retried once (at once), then succeeds."""
+    if self.request.attempt == 0:
+        raise self.retry(countdown=0)
+    return self.request.attempt

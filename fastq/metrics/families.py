@@ -1,0 +1,47 @@
+"""The metric families a process records into, created on first use (after the multiprocess
+directory is set: see fastq/metrics/server.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import Counter, Histogram
+
+TASK_LABELS = ("name", "hostname", "queue_name")
+# the events celery-exporter counts, by the Celery event type that names them
+EVENTS = ("task-sent", "task-received", "task-started", "task-succeeded", "task-failed",
+          "task-rejected", "task-revoked", "task-retried")
+BUCKETS = Histogram.DEFAULT_BUCKETS  # celery-exporter's default
+WAIT_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900,
+                3600, float("inf"))
+
+
+@dataclass
+class Families:
+    counters: dict[str, Counter]  # event type -> celery_task_<event>_total
+    runtime: Histogram  # celery_task_runtime (successful runs, as celery-exporter)
+    wait: Histogram  # fastq_task_queue_wait_seconds: enqueued (stream id) to started
+    latency: Histogram  # fastq_task_latency_seconds: enqueued to finished
+    flower_events: Counter | None
+    flower_runtime: Histogram | None
+
+
+def create(flower: bool) -> Families:
+    counters = {}
+    for event in EVENTS:
+        short = event.split("-", 1)[1]
+        labels = (*TASK_LABELS, "exception") if event == "task-failed" else TASK_LABELS
+        counters[event] = Counter(f"celery_task_{short}", f"Tasks {short} (Celery event "
+                                  f"{event}).", labels, registry=None)
+    runtime = Histogram("celery_task_runtime", "Run time of successful tasks, seconds.",
+                        TASK_LABELS, buckets=BUCKETS, registry=None)
+    wait = Histogram("fastq_task_queue_wait_seconds", "From enqueued to started, seconds.",
+                     ("name", "queue_name"), buckets=WAIT_BUCKETS, registry=None)
+    latency = Histogram("fastq_task_latency_seconds", "From enqueued to finished, seconds.",
+                        ("name", "queue_name"), buckets=WAIT_BUCKETS, registry=None)
+    if not flower:
+        return Families(counters, runtime, wait, latency, None, None)
+    return Families(
+        counters, runtime, wait, latency,
+        Counter("flower_events", "Number of events", ("worker", "type", "task"), registry=None),
+        Histogram("flower_task_runtime_seconds", "Task runtime", ("worker", "task"),
+                  buckets=BUCKETS, registry=None))

@@ -1,0 +1,113 @@
+"""Prometheus metrics of a real worker (``--metrics-port``): celery-exporter's names and labels,
+Flower's behind ``--flower-metrics``, fastq's own; queue-wide figures from one worker only."""
+from __future__ import annotations
+
+import socket
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import app_fixture, wait_for
+
+app = app_fixture("tests.apps.basic")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _scrape(port: int) -> dict[tuple, float]:
+    """{(sample name, sorted labels): value} of one scrape."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def _value(samples: dict, metric: str, **labels: str) -> float | None:
+    return samples.get((metric, tuple(sorted(labels.items()))))
+
+
+def _start(start_worker, *extra: str):
+    port = _free_port()
+    w = start_worker(concurrency=2, extra=["--metrics-port", str(port), "--metrics-host",
+                                           "127.0.0.1", *extra])
+    wait_for(lambda: _try_scrape(port), 10, message="the metrics endpoint")
+    return w, port
+
+
+def _try_scrape(port: int):
+    try:
+        return _scrape(port)
+    except OSError:
+        return None
+
+
+def test_task_metrics_have_celery_exporters_names(app, start_worker, r):
+    from tests.apps.basic import add, fail, retry_once
+
+    w, port = _start(start_worker, "--flower-metrics")
+    results = [add.delay(i, 1) for i in range(20)]
+    assert [res.get(timeout=10) for res in results] == [i + 1 for i in range(20)]
+    failed = fail.delay("ValueError")
+    failed.get(timeout=10, propagate=False)
+    assert retry_once.delay().get(timeout=10) == 1
+    task = {"hostname": w.name, "queue_name": "default"}
+
+    def settled():
+        s = _scrape(port)
+        done = _value(s, "celery_task_succeeded_total", name=retry_once.name, **task)
+        return s if done == 1 else None
+
+    s = wait_for(settled, 10, message="the outcomes flushed into the metrics")
+    assert _value(s, "celery_task_succeeded_total", name=add.name, **task) == 20
+    assert _value(s, "celery_task_received_total", name=add.name, **task) == 20
+    assert _value(s, "celery_task_started_total", name=add.name, **task) == 20
+    assert _value(s, "celery_task_failed_total", name=fail.name, exception="ValueError",
+                  **task) == 1
+    assert _value(s, "celery_task_succeeded_total", name=fail.name, **task) == 0  # shown at 0
+    assert _value(s, "celery_task_retried_total", name=retry_once.name, **task) == 1
+    assert _value(s, "celery_task_received_total", name=retry_once.name, **task) == 2
+    assert _value(s, "celery_task_failed_total", name=retry_once.name, exception="Retry",
+                  **task) is None  # a retry is not a failure
+    assert _value(s, "celery_task_runtime_count", name=add.name, **task) == 20
+    assert _value(s, "celery_task_runtime_bucket", name=add.name, le="+Inf", **task) == 20
+    assert 0 < _value(s, "celery_task_runtime_sum", name=add.name, **task) < 20
+    assert _value(s, "fastq_task_queue_wait_seconds_count", name=add.name,
+                  queue_name="default") == 20
+    assert _value(s, "fastq_task_latency_seconds_count", name=add.name,
+                  queue_name="default") == 20
+    assert _value(s, "celery_worker_up", hostname=w.name) == 1
+    assert _value(s, "celery_worker_tasks_active", hostname=w.name) == 0
+    assert _value(s, "flower_events_total", worker=w.name, type="task-succeeded",
+                  task=add.name) == 20
+    assert _value(s, "flower_task_runtime_seconds_count", worker=w.name, task=add.name) == 20
+    assert _value(s, "flower_worker_online", worker=w.name) == 1
+
+
+def test_queue_wide_metrics_come_from_one_worker(app, start_worker, r):
+    from tests.apps.basic import add
+
+    w1, port1 = _start(start_worker)
+    w2, port2 = _start(start_worker)
+    for i in range(7):
+        add.apply_async((i, i), queue="nobody-reads")
+    add.apply_async((1, 1), queue="nobody-reads", countdown=600)
+    add.apply_async((1, 1), queue="nobody-reads", priority="high")
+    first, second = _scrape(port1), _scrape(port2)
+    reporting = [s for s in (first, second)
+                 if _value(s, "celery_queue_length", queue_name="nobody-reads") is not None]
+    assert len(reporting) == 1  # the worker holding the metrics role
+    [s] = reporting
+    assert _value(s, "celery_queue_length", queue_name="nobody-reads") == 8
+    assert _value(s, "fastq_queue_depth", queue_name="nobody-reads", priority="normal") == 7
+    assert _value(s, "fastq_queue_depth", queue_name="nobody-reads", priority="high") == 1
+    assert _value(s, "fastq_queue_delayed", queue_name="nobody-reads") == 1
+    assert _value(s, "fastq_queue_oldest_age_seconds", queue_name="nobody-reads",
+                  priority="normal") >= 0
+    assert _value(s, "celery_active_worker_count", queue_name="default") == 2
+    assert _value(s, "celery_active_process_count", queue_name="default") == 4
+    assert _value(s, "celery_active_worker_count", queue_name="nobody-reads") == 0
+    for samples, w in ((first, w1), (second, w2)):  # each worker reports its own pool
+        assert _value(samples, "celery_worker_up", hostname=w.name) == 1
