@@ -4,6 +4,7 @@
   - fastq before the middleware seams (a checkout of ``--before REV``, default eaf6b22),
   - fastq now, with no middleware installed,
   - fastq now, with one no-op middleware (bench_fastq_mw_app.py: every per-task hook overridden),
+  - fastq now, recording Prometheus metrics (``--metrics-port``, docs/metrics.md),
   - Celery 5 (the ratio the project is measured by),
 
 in alternating rounds, reporting medians and ratios:
@@ -31,6 +32,14 @@ from systems import CelerySystem, FastqSystem  # noqa: E402
 from throughput import measure_drain  # noqa: E402
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def checkout(rev: str) -> Path:
     """A built worktree of ``rev`` (made once, reused)."""
     where = Path(tempfile.gettempdir()) / f"fastq-at-{rev}"
@@ -55,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     try:  # the apps read BENCH_REDIS_URL when the systems import them
         os.environ["BENCH_REDIS_URL"] = os.environ["FASTQ_BROKER_URL"] = server.url
         systems = [FastqSystem(f"fastq@{args.before}", path=before), FastqSystem("fastq"),
-                   FastqSystem("fastq+1 no-op middleware", app_module="bench_fastq_mw_app")]
+                   FastqSystem("fastq+1 no-op middleware", app_module="bench_fastq_mw_app"),
+                   FastqSystem("fastq --metrics-port", worker_args=("--metrics-port",
+                                                                    str(free_port())))]
         if not args.no_celery:
             systems.append(CelerySystem())
         rates: dict[str, list[float]] = {s.name: [] for s in systems}

@@ -50,10 +50,12 @@ class FastqSystem(_AppSystem):
     that send from this process ((a) enqueue, (c) round trip, (d) batch) need ``path=None``."""
 
     def __init__(self, name: str = "fastq", path: Path | None = None,
-                 app_module: str = "bench_fastq_app", queue: str = QUEUE):
+                 app_module: str = "bench_fastq_app", queue: str = QUEUE,
+                 worker_args: tuple[str, ...] = ()):
         from fastq import keys
 
         self.name = name
+        self.worker_args = worker_args  # more flags for ``fastq worker``
         self.path = path
         self.app_module = app_module
         self.queue = queue
@@ -90,7 +92,8 @@ class FastqSystem(_AppSystem):
 
     def worker_cmd(self, concurrency: int, hostname: str) -> list[str]:
         return [sys.executable, "-m", "fastq", "-A", self.app_module, "worker",
-                "-c", str(concurrency), "-Q", self.queue, "-n", hostname, "-l", "warning"]
+                "-c", str(concurrency), "-Q", self.queue, "-n", hostname, "-l", "warning",
+                *self.worker_args]
 
     def clear_ready(self, r: redis.Redis) -> None:
         """Nothing: readiness is per hostname, and every worker gets a fresh one."""

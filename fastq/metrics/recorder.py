@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     from fastq.message import Message
 
 
+REVOKED = "task-revoked"
+SKIPPED = "skipped"  # a step skipped it without a state (no event of its own)
+IGNORED = "ignored"  # the task raised Ignore: started, no outcome event
+
+
 class _Observations:
     """Histogram observations not yet written: per label set, the sum and per-bucket counts."""
 
@@ -65,7 +70,7 @@ class TaskMetrics(Middleware):
         # the worker's name in a child (from its consumer name); a producer's host elsewhere
         self.hostname = hostname or socket.gethostname()
         self._families: families.Families | None = None
-        self._counts: dict[tuple, int] = {}  # (event, name, queue, exception) -> n
+        self._counts: dict[tuple, int] = {}  # (name, queue, outcome, exception) -> n
         self._seen: set[tuple[str, str]] = set()  # (name, queue) with every counter shown
         self._runtime = _Observations(tuple(families.BUCKETS))
         self._wait = _Observations(families.WAIT_BUCKETS)
@@ -101,30 +106,30 @@ class TaskMetrics(Middleware):
     def after_execute(self, task: Any, message: Message, result: Any = None,
                       exc: BaseException | None = None) -> None:
         name, queue = message.task, message.queue
-        counts = self._counts
-        key = ("task-received", name, queue, "")
-        counts[key] = counts.get(key, 0) + 1
         started, enqueued = self._started.pop(message.id, (0.0, 0.0))
-        if isinstance(exc, SkipMessage):  # a step said no: it never started
-            if exc.state == states.REVOKED:
-                self._count("task-revoked", name, queue)
-            return
-        self._count("task-started", name, queue)
-        now = time.time()
         if exc is None:
-            self._count("task-succeeded", name, queue)
-            if started:
-                self._runtime.add((name, self.hostname, queue), now - started)
+            outcome, exception = "task-succeeded", ""
+        elif isinstance(exc, SkipMessage):  # a step said no: it never started
+            outcome, exception = (REVOKED if exc.state == states.REVOKED else SKIPPED), ""
         elif self._retrying == message.id:
             self._retrying = None
-            self._count("task-retried", name, queue)
+            outcome, exception = "task-retried", ""
         elif isinstance(exc, Reject):
-            self._count("task-rejected", name, queue)
-        elif not isinstance(exc, Ignore):
-            self._count("task-failed", name, queue, type(exc).__name__)
-        if enqueued:
-            self._wait.add((name, queue), max(started - enqueued, 0.0))
-            self._latency.add((name, queue), max(now - enqueued, 0.0))
+            outcome, exception = "task-rejected", ""
+        elif isinstance(exc, Ignore):
+            outcome, exception = IGNORED, ""
+        else:
+            outcome, exception = "task-failed", type(exc).__name__
+        key = (name, queue, outcome, exception)
+        counts = self._counts
+        counts[key] = counts.get(key, 0) + 1
+        if started:
+            now = time.time()
+            if exc is None:
+                self._runtime.add((name, self.hostname, queue), now - started)
+            if enqueued:
+                self._wait.add((name, queue), max(started - enqueued, 0.0))
+                self._latency.add((name, queue), max(now - enqueued, 0.0))
 
     def after_flush(self, child: Any, finish: Any) -> None:
         self.flush()
@@ -133,16 +138,20 @@ class TaskMetrics(Middleware):
         self.flush()
 
     # -- writing ----------------------------------------------------------------------------
-    def _count(self, event: str, name: str, queue: str, exception: str = "") -> None:
-        key = (event, name, queue, exception)
-        self._counts[key] = self._counts.get(key, 0) + 1
-
     def flush(self) -> None:
         """Write what was counted since the last flush into the families."""
         if not (self._counts or self._runtime.pending or self._wait.pending):
             return
         fam, host = self.families, self.hostname
-        for (event, name, queue, exception), n in self._counts.items():
+        events: dict[tuple, int] = {}  # (event, name, queue, exception) -> n
+        for (name, queue, outcome, exception), n in self._counts.items():
+            for event in (("task-received",) if outcome in (REVOKED, SKIPPED) else
+                          ("task-received", "task-started")):
+                events[(event, name, queue, "")] = events.get((event, name, queue, ""), 0) + n
+            if outcome not in (SKIPPED, IGNORED):
+                events[(outcome, name, queue, exception)] = n + events.get(
+                    (outcome, name, queue, exception), 0)
+        for (event, name, queue, exception), n in events.items():
             if (name, queue) not in self._seen:  # every counter shown from the first event on,
                 self._seen.add((name, queue))  # so that rate() and ratios work at once
                 for other, counter in fam.counters.items():
