@@ -55,7 +55,8 @@ def main(ctx: click.Context, app_spec: str | None, broker: str | None) -> None:
 @click.option("-l", "--loglevel", default="info", show_default=True)
 @click.option("-n", "--hostname", "name", default=None, help="Worker name (stable across restarts)")
 @click.option("-P", "--pool", default=None, hidden=True)
-@click.option("-E", "--task-events", is_flag=True, hidden=True)
+@click.option("-E", "--task-events", is_flag=True,
+              help="Publish task and worker events (fastq events, Flower): docs/events.md")
 @click.option("-O", "optimization", default=None, hidden=True)
 @click.option("--without-gossip", is_flag=True, hidden=True)
 @click.option("--without-mingle", is_flag=True, hidden=True)
@@ -101,6 +102,13 @@ def worker(ctx, app_spec, concurrency, queues, prefetch, prefetch_multiplier, lo
     app = _resolve_app(ctx, app_spec)
     app.import_modules()
     app.setup_logging(loglevel, logfile)
+    if task_events:
+        app.settings.task_events = True
+    if app.settings.task_events:
+        from fastq.events.publisher import TaskEvents, WorkerEvents
+
+        app.add_middleware(TaskEvents(app))
+        app.add_middleware(WorkerEvents(app))
     if metrics_port:
         from fastq.metrics import TaskMetrics
 
@@ -645,6 +653,49 @@ def report(ctx, app_spec):
     app = _resolve_app(ctx, app_spec)
     app.import_modules()
     click.echo(build(app))
+
+
+@main.command()
+@_app_option
+@click.option("--dump", is_flag=True, hidden=True, help="Celery's flag: fastq always prints")
+@click.option("--from-start", is_flag=True, help="Print the events kept, then follow")
+@click.option("-n", "--count", type=int, default=None, help="Stop after this many events")
+@click.option("-j", "--json", "as_json", is_flag=True, help="One JSON object per line")
+@click.option("-t", "--timeout", type=float, default=None, help="Stop after this many seconds")
+@click.pass_context
+def events(ctx, app_spec, dump, from_start, count, as_json, timeout):
+    """Follow the workers' events (workers run with -E; Celery's ``events --dump``)."""
+    import json
+    import time
+
+    import msgpack
+
+    app = _resolve_app(ctx, app_spec)
+    broker = app.broker
+    cursor, seen = ("0" if from_start else "$"), 0
+    deadline = time.monotonic() + timeout if timeout is not None else None
+    while count is None or seen < count:
+        wait_ms = 1000 if deadline is None else int(max(deadline - time.monotonic(), 0) * 1000)
+        if deadline is not None and wait_ms <= 0:
+            break
+        cursor, batches = broker.events_since(cursor, max(wait_ms, 1))
+        for batch in batches:
+            for event in msgpack.unpackb(batch):
+                if count is not None and seen >= count:
+                    break
+                seen += 1
+                click.echo(json.dumps(event, default=repr) if as_json else _event_line(event))
+
+
+def _event_line(event: dict) -> str:
+    from datetime import datetime
+
+    when = datetime.fromtimestamp(event.get("timestamp", 0)).strftime("%H:%M:%S.%f")[:-3]
+    what = event.get("uuid") or ""
+    extra = {k: v for k, v in event.items() if k in ("name", "args", "result", "runtime",
+                                                       "exception", "active", "processed")}
+    return f"{when} {event.get('hostname')} {event.get('type')} {what} " + \
+        " ".join(f"{k}={v}" for k, v in extra.items())
 
 
 @main.command()

@@ -27,6 +27,9 @@ class Settings(BaseModel):
                                      "replaced by a fresh one (0 = never)")
     max_memory_per_child: int = Field(0, ge=0, description="KiB of resident memory after which a "
                                       "child is replaced once its task is done (0 = never)")
+    task_events: bool = Field(False, description="workers publish task and worker events "
+                              "(fastq events, the dashboard, Celery's format for Flower): -E")
+    events_maxlen: int = Field(100_000, ge=100, description="events kept in fastq's event stream")
     default_queue: str = "default"
     default_priority: int = Field(2, ge=0, le=4)
     serializer: str = "msgpack"

@@ -137,6 +137,21 @@ def group_meta(group_id: str) -> str:
     return f"fastq:g:{group_id}"
 
 
+# -- events (fastq/events/): fastq's own capped stream, and Celery's channels on the same Redis
+EVENTS = "fastq:events"  # capped stream of task and worker events (field "e": msgpack of one)
+KOMBU_BINDINGS = "_kombu.binding.%s"  # kombu's set of an exchange's bindings: key, pattern, queue
+
+
+def celery_event_channel(db: int, routing_key: str) -> str:
+    """The pub/sub channel Celery's Redis transport fans an event out on (``task.succeeded``)."""
+    return f"/{db}.celeryev/{routing_key}"
+
+
+def celery_pidbox_channel(db: int) -> str:
+    """The pub/sub channel of Celery's remote-control broadcasts (``app.control``, Flower)."""
+    return f"/{db}.celery.pidbox"
+
+
 # -- moving Celery's queued messages over (fastq/migrate.py); keys in the *Celery* broker's Redis
 KOMBU_PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: "<queue>\x06\x16<priority>" lists
 KOMBU_UNACKED = "unacked"  # kombu's hash: delivery tag -> [message, exchange, routing key]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from fastq.errors import BrokerRefused
@@ -252,6 +252,20 @@ class Control(Protocol):
 
     def release_unique(self, key: str, task_id: str) -> None:
         """Give a uniqueness key back, if ``task_id`` still holds it."""
+
+    def publish_events(self, entry: bytes, maxlen: int, celery_message: bytes,
+                       routing_key: str) -> None:
+        """A batch of events on fastq's stream and, in Celery's format, on Celery's channel."""
+
+    def events_since(self, cursor: str, block_ms: int | None, count: int = 1000,
+                     ) -> tuple[str, list[bytes]]:
+        """(new cursor, entries) of fastq's event stream after ``cursor`` ("$": from now)."""
+
+    def celery_mailbox(self) -> Any:
+        """A pub/sub subscription to Celery's remote-control broadcasts."""
+
+    def celery_reply(self, exchange: str, routing_key: str, message: bytes) -> int:
+        """Deliver a remote-control reply to the kombu queues bound with ``routing_key``."""
 
     def hold_role(self, role: str, holder: str, ttl_ms: int) -> bool:
         """Take (or renew) a role one process plays at a time; True when ``holder`` has it."""

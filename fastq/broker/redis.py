@@ -1190,6 +1190,49 @@ class RedisBroker:
     def queues(self) -> list[str]:
         return sorted(q.decode() for q in self.client.smembers(keys.QUEUES))
 
+    # -- events (fastq/events/) ---------------------------------------------------------------
+    @property
+    def db(self) -> int:
+        return int(self.client.connection_pool.connection_kwargs.get("db", 0) or 0)
+
+    def publish_events(self, entry: bytes, maxlen: int, celery_message: bytes,
+                       routing_key: str) -> None:
+        """A batch of events: one entry on fastq's capped stream, one Celery event message on
+        Celery's channel for ``routing_key``, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xadd(keys.EVENTS, {"e": entry}, maxlen=maxlen, approximate=True)
+        pipe.publish(keys.celery_event_channel(self.db, routing_key), celery_message)
+        pipe.execute()
+
+    def events_since(self, cursor: str, block_ms: int | None, count: int = 1000,
+                     ) -> tuple[str, list[bytes]]:
+        """Entries of fastq's event stream after ``cursor`` ("$": from now on)."""
+        if cursor == "$":  # pinned to the last entry, so that nothing between two calls is missed
+            last = self.client.xrevrange(keys.EVENTS, count=1)
+            cursor = last[0][0].decode() if last else "0-0"
+        reply = self.client.xread({keys.EVENTS: cursor}, count=count, block=block_ms)
+        if not reply:
+            return cursor, []
+        entries = reply[0][1]
+        return entries[-1][0].decode(), [fields[b"e"] for _id, fields in entries]
+
+    def celery_mailbox(self) -> Any:
+        """A pub/sub subscription to Celery's remote-control broadcasts (``app.control``)."""
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(keys.celery_pidbox_channel(self.db))
+        return pubsub
+
+    def celery_reply(self, exchange: str, routing_key: str, message: bytes) -> int:
+        """Deliver a reply to the kombu queues bound to ``exchange`` with ``routing_key`` (a
+        direct exchange in kombu's Redis transport); returns how many got it."""
+        sent = 0
+        for member in self.client.smembers(keys.KOMBU_BINDINGS % exchange):
+            key, _pattern, queue = member.decode().split(keys.KOMBU_PRIORITY_SEP)
+            if key == routing_key:
+                self.client.lpush(queue, message)
+                sent += 1
+        return sent
+
     def delayed_count(self, queue: str) -> int:
         return self.client.zcard(keys.delayed(queue))
 

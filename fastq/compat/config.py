@@ -55,7 +55,7 @@ KEPT = {
     "task_default_routing_key": None, "task_default_delivery_mode": "persistent",
     "task_queues": None, "result_extended": False, "result_persistent": None,
     "task_reject_on_worker_lost": None, "task_acks_on_failure_or_timeout": True,
-    "worker_send_task_events": False, "task_send_sent_event": False, "worker_pool": "prefork",
+    "task_send_sent_event": False, "worker_pool": "prefork",
     "worker_disable_rate_limits": False, "broker_pool_limit": 10, "broker_heartbeat": 120,
     "broker_connection_timeout": 4, "redis_max_connections": None, "redis_socket_timeout": 120,
     "redis_socket_connect_timeout": None, "redis_retry_on_timeout": False,
@@ -77,6 +77,7 @@ MAPPED = {
     "worker_prefetch_multiplier": "prefetch", "worker_concurrency": "concurrency",
     "worker_max_tasks_per_child": "max_tasks_per_child",
     "worker_max_memory_per_child": "max_memory_per_child", "include": "include",
+    "worker_send_task_events": "task_events",
 }
 # Accepted keys whose value makes fastq behave otherwise than Celery: (predicate(value, conf), note).
 MEANING = {

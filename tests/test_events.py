@@ -1,0 +1,125 @@
+"""Events of workers run with -E: fastq's own stream (``fastq events``), and Celery's format on
+the same Redis, read by an unchanged Flower from PyPI (its API fills from our events and our
+answers to its inspect broadcasts)."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import msgpack
+import pytest
+
+from tests.conftest import ROOT, app_fixture, wait_for
+
+app = app_fixture("tests.apps.basic")
+
+
+def _events(app) -> list[dict]:
+    _cursor, batches = app.broker.events_since("0", None, count=10_000)
+    return [e for b in batches for e in msgpack.unpackb(b)]
+
+
+def test_task_and_worker_events_on_fastqs_stream(app, start_worker, r):
+    from tests.apps.basic import add, fail
+
+    w = start_worker(concurrency=1, extra=["-E"])
+    ok, bad = add.delay(2, 3), fail.delay("KeyError", "gone")
+    assert ok.get(timeout=10) == 5
+    bad.get(timeout=10, propagate=False)
+
+    def both_done():
+        got = _events(app)
+        kinds = {(e.get("uuid"), e["type"]) for e in got}
+        return got if {(ok.id, "task-succeeded"), (bad.id, "task-failed")} <= kinds else None
+
+    got = wait_for(both_done, 10, message="the events published")
+    mine = [e for e in got if e.get("uuid") == ok.id]
+    assert [e["type"] for e in mine] == ["task-received", "task-started", "task-succeeded"]
+    received, _started, succeeded = mine
+    assert received["name"] == add.name and received["args"] == "(2, 3)"
+    assert received["hostname"] == w.name and received["queue"] == "default"
+    assert succeeded["result"] == "5" and succeeded["runtime"] >= 0
+    [failed] = [e for e in got if e.get("uuid") == bad.id and e["type"] == "task-failed"]
+    assert "KeyError" in failed["exception"] and "Traceback" in failed["traceback"]
+    assert any(e["type"] == "worker-online" and e["hostname"] == w.name for e in got)
+    clocks = [e["clock"] for e in mine]
+    assert clocks == sorted(clocks)
+
+    out = subprocess.run([sys.executable, "-m", "fastq", "-A", "tests.apps.basic", "events",
+                          "--from-start", "-n", "3", "-j"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=30)
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(lines) == 3 and all("type" in e for e in lines), out.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _read(url: str) -> bytes | None:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.read()
+    except OSError:
+        return None
+
+
+def _get(url: str):
+    body = _read(url)
+    return json.loads(body) if body else None
+
+
+@pytest.fixture
+def flower(r):
+    """Flower from PyPI, unchanged, on the tests' Redis (``celery --broker=... flower``)."""
+    port = _free_port()
+    url = os.environ["FASTQ_BROKER_URL"]
+    proc = subprocess.Popen([sys.executable, "-m", "celery", f"--broker={url}", "flower",
+                             f"--port={port}", "--address=127.0.0.1", "--inspect_timeout=2000"],
+                            env={**os.environ, "FLOWER_UNAUTHENTICATED_API": "true"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _read(f"{base}/healthcheck") == b"OK", 30, interval=0.3,
+                 message="Flower listening")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_an_unchanged_flower_lists_fastqs_workers_and_tasks(app, start_worker, r, flower):
+    from tests.apps.basic import add, fail
+
+    w = start_worker(concurrency=2, extra=["-E"])
+    time.sleep(0.5)  # Flower's event receiver subscribes as it starts
+    ok, bad = add.delay(20, 22), fail.delay("ValueError", "nope")
+    assert ok.get(timeout=10) == 42
+    bad.get(timeout=10, propagate=False)
+
+    def task(task_id: str, state: str):
+        info = _get(f"{flower}/api/task/info/{task_id}")
+        return info if info and info.get("state") == state else None
+
+    done = wait_for(lambda: task(ok.id, "SUCCESS"), 20, interval=0.3,
+                    message="Flower showing the task succeeded")
+    assert done["name"] == add.name and done["worker"] == w.name
+    assert done["result"] == "42" and done["runtime"] >= 0 and done["args"] == "(20, 22)"
+    failed = wait_for(lambda: task(bad.id, "FAILURE"), 20, interval=0.3,
+                      message="Flower showing the task failed")
+    assert "ValueError" in failed["exception"]
+
+    workers = wait_for(lambda: (_get(f"{flower}/api/workers?refresh=1") or {}).get(w.name),
+                       20, interval=0.5, message="Flower's inspect answered by the worker")
+    assert workers["stats"]["pool"]["max-concurrency"] == 2
+    assert add.name in workers["registered"]
+    assert [q["name"] for q in workers["active_queues"]] == ["default"]
+    status = _get(f"{flower}/api/workers?status=1") or {}
+    assert status.get(w.name) is True  # online, by the worker's heartbeats
