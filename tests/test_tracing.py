@@ -3,13 +3,18 @@ continues it. Producer and a real Child (fastq.testing.worker_thread, on the rea
 this process, so one in-memory exporter sees both sides (tests/apps/traced.py)."""
 from __future__ import annotations
 
+import json
+import os
+import signal
+
 import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
 from fastq import chain, group
 from fastq.testing import drain, worker_thread
 from tests.apps import traced
-from tests.conftest import app_fixture
+from tests.apps import traced_worker as traced_worker_app
+from tests.conftest import app_fixture, worker_fixture
 
 app = app_fixture("tests.apps.traced")
 
@@ -142,3 +147,22 @@ def test_a_task_sent_by_a_running_task_is_its_child(app, spans, task):
         assert _parent_of(send) == inside.context.span_id
     else:  # an async task's send finds the running task's span
         assert _parent_of(send) == parent_run.context.span_id
+
+
+traced_worker = worker_fixture("tests.apps.traced_worker", 2, "worker_app")
+worker_app = app_fixture("tests.apps.traced_worker")
+
+
+def test_a_forked_workers_spans_are_flushed_as_it_stops(worker_app, traced_worker, r, tmp_path):
+    log = tmp_path / "spans.jsonl"
+    w = traced_worker(env={"FASTQ_SPAN_LOG": str(log)})
+    with traced.tracer.start_as_current_span("request") as request:
+        results = [traced_worker_app.add.delay(i, i) for i in range(4)]
+    assert [res.get(timeout=20) for res in results] == [0, 2, 4, 6]
+    assert not log.exists()  # still buffered in the children's batch processors
+    assert w.stop(signal.SIGTERM) == 0
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    runs = [row for row in rows if row["name"] == "run tests.apps.traced_worker.add"]
+    assert len(runs) == 4 and {row["outcome"] for row in runs} == {"success"}
+    assert {row["trace_id"] for row in runs} == {request.get_span_context().trace_id}
+    assert os.getpid() not in {row["pid"] for row in runs}
