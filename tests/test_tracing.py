@@ -8,9 +8,12 @@ import os
 import signal
 
 import pytest
+from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, StatusCode
 
 from fastq import chain, group
+from fastq._core import encode_message
+from fastq.message import Message, new_task_id
 from fastq.testing import drain, worker_thread
 from tests.apps import traced
 from tests.apps import traced_worker as traced_worker_app
@@ -147,6 +150,35 @@ def test_a_task_sent_by_a_running_task_is_its_child(app, spans, task):
         assert _parent_of(send) == inside.context.span_id
     else:  # an async task's send finds the running task's span
         assert _parent_of(send) == parent_run.context.span_id
+
+
+def test_a_revoked_task_gets_a_skipped_span(app, spans):
+    res = traced.add.delay(1, 2)
+    app.control.revoke(res.id)
+    drain(app)
+    assert res.state == "REVOKED"
+    [send] = spans("send tests.apps.traced.add")
+    [run] = spans("run tests.apps.traced.add")
+    assert run.attributes["fastq.task.outcome"] == "skipped"
+    assert _parent_of(run) == send.context.span_id
+
+
+def test_a_body_that_does_not_decode_ends_its_span_as_a_dead_letter(app, spans):
+    with traced.tracer.start_as_current_span("request") as request:
+        carrier: dict = {}
+        propagate.inject(carrier)
+    bad = Message(new_task_id(), "tests.apps.traced.add", b"\xc1", options=carrier)
+    app.send_message("default", 2, encode_message(bad))
+    good = traced.inc.delay(1)
+    drain(app)
+    assert good.get(timeout=1) == 2
+    [run] = spans("run tests.apps.traced.add")
+    assert run.attributes["fastq.task.outcome"] == "dead_letter"
+    assert run.attributes["fastq.task.dead_letter_reason"].startswith("undecodable body")
+    assert run.context.trace_id == request.get_span_context().trace_id
+    [after] = spans("run tests.apps.traced.inc")
+    assert run.end_time <= after.start_time  # ended (and its context given back) before the next
+    assert not trace.get_current_span().get_span_context().is_valid  # drain ran in this thread
 
 
 traced_worker = worker_fixture("tests.apps.traced_worker", 2, "worker_app")
