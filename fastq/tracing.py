@@ -55,6 +55,16 @@ class _Run:
         self.open = True
 
 
+class _Local(threading.local):
+    """This thread's runs: each worker child (a process, or a thread of ``fastq.testing``) runs
+    its tasks and their hooks in one thread, and a sync run's context is attached to it."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, _Run] = {}  # task id -> its open run
+        self.dead: list[_Run] = []  # dead-lettered runs whose after_execute may not follow
+        self.batch: tuple[str, context.Context] | None = None  # the last workflow/group sent
+
+
 class Tracing(Middleware):
     """OpenTelemetry spans for sends and runs; see docs/tracing.md.
 
@@ -70,9 +80,7 @@ class Tracing(Middleware):
         self._provider = tracer_provider
         self._setup = setup
         self._tracer: trace.Tracer | None = None
-        self._runs: dict[str, _Run] = {}  # task id -> its open run (this child's tasks)
-        self._dead: list[_Run] = []  # dead-lettered runs whose after_execute may not follow
-        self._batch = threading.local()  # the last workflow / group sent: (id, its context)
+        self._local = _Local()
 
     @property
     def tracer(self) -> trace.Tracer:
@@ -103,7 +111,7 @@ class Tracing(Middleware):
         if trace.get_current_span().get_span_context().is_valid:
             return None  # start_span takes the current context
         running = current_request.get()
-        run = self._runs.get(running.id) if running is not None else None
+        run = self._local.runs.get(running.id) if running is not None else None
         if run is not None:
             return trace.set_span_in_context(run.span)
         batch_id = message.dag_id or message.group_id
@@ -114,7 +122,7 @@ class Tracing(Middleware):
     def _batch_context(self, batch_id: str, kind: str) -> context.Context:
         """One short ``send workflow`` (or ``send group``) span per submission, made when its
         first node is enveloped: a graph's nodes are enveloped one after another in one call."""
-        last = getattr(self._batch, "last", None)
+        last = self._local.batch
         if last is not None and last[0] == batch_id:
             return last[1]
         span = self.tracer.start_span(f"send {kind}", None, SpanKind.PRODUCER, {
@@ -122,7 +130,7 @@ class Tracing(Middleware):
             WORKFLOW if kind == "workflow" else GROUP: batch_id})
         span.end()
         ctx = trace.set_span_in_context(span)
-        self._batch.last = (batch_id, ctx)
+        self._local.batch = (batch_id, ctx)
         return ctx
 
     # -- worker -------------------------------------------------------------------------------
@@ -137,15 +145,16 @@ class Tracing(Middleware):
             flush()
 
     def before_execute(self, task: Any, message: Message) -> None:
-        if self._dead:
+        local = self._local
+        if local.dead:
             self._end_dead()
-        if not task.is_async and self._runs:
+        if not task.is_async and local.runs:
             self._end_stale()
         span = self._start_run(task, message)
         # A sync task runs here, in this context: its span is the active one while it runs (its
         # own spans and sends are its children). An async task runs later on the event loop.
         token = None if task.is_async else context.attach(trace.set_span_in_context(span))
-        self._runs[message.id] = _Run(span, token)
+        local.runs[message.id] = _Run(span, token)
 
     def _start_run(self, task: Any, message: Message) -> trace.Span:
         parent = propagate.extract(message.options) if message.options else context.Context()
@@ -160,21 +169,21 @@ class Tracing(Middleware):
 
     def on_retry(self, task: Any, message: Message, exc: BaseException,
                  countdown: float) -> None:
-        run = self._runs.get(message.id)
+        run = self._local.runs.get(message.id)
         if run is not None:
             run.outcome = "retry"
             run.span.set_attribute("fastq.task.retry_countdown", countdown)
 
     def on_dead_letter(self, message: Message | None, reason: str) -> None:
-        run = self._runs.get(message.id) if message is not None else None
+        run = self._local.runs.get(message.id) if message is not None else None
         if run is not None:
             run.span.set_attribute("fastq.task.dead_letter_reason", reason)
             run.outcome = run.outcome or "dead_letter"
-            self._dead.append(run)
+            self._local.dead.append(run)
 
     def after_execute(self, task: Any, message: Message, result: Any = None,
                       exc: BaseException | None = None) -> None:
-        run = self._runs.pop(message.id, None)
+        run = self._local.runs.pop(message.id, None)
         if run is None:
             if not isinstance(exc, SkipMessage):
                 return
@@ -207,17 +216,19 @@ class Tracing(Middleware):
     def _end_stale(self) -> None:
         """A sync run still open when the next sync task starts never reached after_execute
         (a later middleware deferred it): end it, and give back its context."""
-        for task_id, run in list(self._runs.items()):
+        runs = self._local.runs
+        for task_id, run in list(runs.items()):
             if run.token is not None:
-                del self._runs[task_id]
+                del runs[task_id]
                 self._end(run)
 
     def _end_dead(self) -> None:
         """Dead-lettered runs with no after_execute (their body did not decode) end here."""
-        dead, self._dead = self._dead, []
+        local = self._local
+        dead, local.dead = local.dead, []
         for run in dead:
             if run.open:
-                self._runs = {k: v for k, v in self._runs.items() if v is not run}
+                local.runs = {k: v for k, v in local.runs.items() if v is not run}
                 self._end(run)
 
 

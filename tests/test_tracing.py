@@ -181,6 +181,16 @@ def test_a_body_that_does_not_decode_ends_its_span_as_a_dead_letter(app, spans):
     assert not trace.get_current_span().get_span_context().is_valid  # drain ran in this thread
 
 
+def test_two_workers_in_one_process_keep_their_runs_apart(app, spans):
+    results = [traced.nap.apply_async((i,), queue="ab"[i % 2]) for i in range(40)]
+    with worker_thread(app, "a"), worker_thread(app, "b"):  # a batch each, run side by side
+        assert [res.get(timeout=10) for res in results] == list(range(40))
+    runs = spans("run tests.apps.traced.nap")
+    assert len(runs) == 40 and {s.attributes["fastq.task.outcome"] for s in runs} == {"success"}
+    sends = {s.context.span_id for s in spans("send tests.apps.traced.nap")}
+    assert {_parent_of(s) for s in runs} == sends
+
+
 traced_worker = worker_fixture("tests.apps.traced_worker", 2, "worker_app")
 worker_app = app_fixture("tests.apps.traced_worker")
 

@@ -3,6 +3,7 @@ share it, so one exporter sees both sides)."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -50,3 +51,9 @@ def spawn(x):
 async def async_spawn(x):
     await asyncio.sleep(0.01)
     return add.delay(x, 2).id
+
+
+@app.task
+def nap(n):
+    time.sleep(0.005)
+    return n
