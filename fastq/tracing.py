@@ -110,10 +110,9 @@ class Tracing(Middleware):
         context its whole batch shares; else None (a new trace)."""
         if trace.get_current_span().get_span_context().is_valid:
             return None  # start_span takes the current context
-        running = current_request.get()
-        run = self._local.runs.get(running.id) if running is not None else None
-        if run is not None:
-            return trace.set_span_in_context(run.span)
+        span = self.run_span()
+        if span is not trace.INVALID_SPAN:
+            return trace.set_span_in_context(span)
         batch_id = message.dag_id or message.group_id
         if batch_id:
             return self._batch_context(batch_id, "workflow" if message.dag_id else "group")
@@ -132,6 +131,14 @@ class Tracing(Middleware):
         ctx = trace.set_span_in_context(span)
         self._local.batch = (batch_id, ctx)
         return ctx
+
+    def run_span(self) -> trace.Span:
+        """The span of the task running here (``trace.INVALID_SPAN`` outside a task). In an
+        ``async def`` task, whose span is not the active one, ``with trace.use_span(
+        tracing.run_span()):`` makes the spans it starts its children."""
+        running = current_request.get()
+        run = self._local.runs.get(running.id) if running is not None else None
+        return run.span if run is not None else trace.INVALID_SPAN
 
     # -- worker -------------------------------------------------------------------------------
     def child_init(self, child: Any) -> None:

@@ -148,8 +148,10 @@ def test_a_task_sent_by_a_running_task_is_its_child(app, spans, task):
         [inside] = spans("inside spawn")
         assert _parent_of(inside) == parent_run.context.span_id
         assert _parent_of(send) == inside.context.span_id
-    else:  # an async task's send finds the running task's span
+    else:  # an async task's send finds the running task's span; its own spans, with run_span
         assert _parent_of(send) == parent_run.context.span_id
+        [inside] = spans("inside async_spawn")
+        assert _parent_of(inside) == parent_run.context.span_id
 
 
 def test_a_revoked_task_gets_a_skipped_span(app, spans):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -17,7 +18,8 @@ provider = TracerProvider()
 provider.add_span_processor(SimpleSpanProcessor(exporter))
 tracer = provider.get_tracer("tests")
 
-app = App("traced", middleware=[Tracing(tracer_provider=provider)])
+tracing = Tracing(tracer_provider=provider)
+app = App("traced", middleware=[tracing])
 
 
 @app.task
@@ -50,6 +52,8 @@ def spawn(x):
 @app.task
 async def async_spawn(x):
     await asyncio.sleep(0.01)
+    with trace.use_span(tracing.run_span()), tracer.start_as_current_span("inside async_spawn"):
+        pass
     return add.delay(x, 2).id
 
 
