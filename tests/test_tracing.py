@@ -15,6 +15,7 @@ from fastq import chain, group
 from fastq._core import encode_message
 from fastq.message import Message, new_task_id
 from fastq.testing import drain, worker_thread
+from fastq.tracing import Tracing
 from tests.apps import traced
 from tests.apps import traced_worker as traced_worker_app
 from tests.conftest import app_fixture, worker_fixture
@@ -191,6 +192,25 @@ def test_two_workers_in_one_process_keep_their_runs_apart(app, spans):
     assert len(runs) == 40 and {s.attributes["fastq.task.outcome"] for s in runs} == {"success"}
     sends = {s.context.span_id for s in spans("send tests.apps.traced.nap")}
     assert {_parent_of(s) for s in runs} == sends
+
+
+def test_a_celery_app_is_traced_the_same_and_its_request_sees_the_context(spans):
+    from fastq.compat import Celery
+
+    celery_app = Celery("traced_celery", broker="memory://")
+    celery_app.add_middleware(Tracing(tracer_provider=traced.provider))
+
+    @celery_app.task(bind=True, name="traced_celery.parent_header")
+    def parent_header(self):
+        return self.request.traceparent
+
+    res = parent_header.delay()
+    drain(celery_app)
+    [send] = spans("send traced_celery.parent_header")
+    [run] = spans("run traced_celery.parent_header")
+    assert _parent_of(run) == send.context.span_id
+    assert res.get(timeout=1).split("-")[1:3] == [f"{send.context.trace_id:032x}",
+                                                  f"{send.context.span_id:016x}"]
 
 
 traced_worker = worker_fixture("tests.apps.traced_worker", 2, "worker_app")
