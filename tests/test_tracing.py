@@ -13,6 +13,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from fastq import chain, group
 from fastq._core import encode_message
+from fastq.compat import Celery
 from fastq.message import Message, new_task_id
 from fastq.testing import drain, worker_thread
 from fastq.tracing import Tracing
@@ -195,8 +196,6 @@ def test_two_workers_in_one_process_keep_their_runs_apart(app, spans):
 
 
 def test_a_celery_app_is_traced_the_same_and_its_request_sees_the_context(spans):
-    from fastq.compat import Celery
-
     celery_app = Celery("traced_celery", broker="memory://")
     celery_app.add_middleware(Tracing(tracer_provider=traced.provider))
 
