@@ -125,6 +125,8 @@ class Gate:
         if ceiling not in CEILINGS:
             raise ValueError(f"ceiling must be one of {', '.join(CEILINGS)}, not {ceiling!r}")
         n = self.tasks or n
+        if n < 1:
+            raise ValueError(f"a gate needs at least one task, not n={n}")
         if concurrency is not None:
             self.worker(concurrency)
         times: list[float] = []
@@ -160,7 +162,7 @@ class Gate:
         is done and acknowledged."""
         def run(count: int) -> None:
             self._send_batch(task, args, count)
-            wait_drained(self.app, self.queue)
+            wait_drained(self.app, self.queue, list(self._workers.values()))
         return self.measure(run, n, "drain", concurrency)
 
     def round_trip(self, task: Task, n: int = 500, args: tuple = (),

@@ -150,12 +150,17 @@ class GateWorker:
         self.stop()
 
 
-def wait_drained(app: App, queue: str, timeout: float = 60.0) -> None:
-    """Return once ``queue`` holds nothing ready or pending (every task ran and was acked)."""
+def wait_drained(app: App, queue: str, workers: list[GateWorker], timeout: float = 60.0) -> None:
+    """Return once ``queue`` holds nothing ready or pending (every task ran and was acked); raise
+    with the worker's output when one of ``workers`` exited or ``timeout`` passed."""
     deadline = time.monotonic() + timeout
     broker = app.broker
-    while sum(st.depth + st.pending for st in broker.stats(queue)):
+    while left := sum(st.depth + st.pending for st in broker.stats(queue)):
+        for worker in workers:
+            if worker.proc is not None and worker.proc.poll() is not None:
+                raise RuntimeError(f"gate worker exited ({worker.proc.returncode}) with {left} "
+                                   f"message(s) left in {queue!r}:\n{worker.output()}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"queue {queue!r} not drained after {timeout} s")
+            raise TimeoutError(f"queue {queue!r}: {left} message(s) not drained after {timeout} s")
         time.sleep(0.002)
 
