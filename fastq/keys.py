@@ -172,3 +172,8 @@ def celery_migrating() -> str:
 def celery_unmigrated(queue: str) -> str:
     """Messages of ``queue`` that could not be converted (kept, with nothing lost)."""
     return f"fastq:celery-migrate:unmigrated:{queue}"
+
+
+# -- throughput gates (fastq/broker/ceiling.py): the raw Redis ceiling measured beside fastq --
+CEILING = "fastq:ceiling"  # stream the ceiling's plain XADD / XREADGROUP / XACK run on (deleted after)
+CEILING_REPLY = "fastq:ceiling:reply"  # list the ceiling's round trip replies go through
