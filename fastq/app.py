@@ -271,8 +271,10 @@ class App:
 
     def setup_logging(self, loglevel: str = "info", logfile: str | None = None) -> None:
         """Set up this process's logging (a worker and a beat call this once the app and its
-        modules are imported): fastq's structlog lines at ``loglevel``."""
+        modules are imported): fastq's structlog lines at ``loglevel``, and the standard
+        library's logging rendered the same way."""
         log.configure(loglevel)
+        log.capture_stdlib(loglevel)
 
     def _default_name(self, func: Callable) -> str:
         module = func.__module__

@@ -72,6 +72,9 @@ def main(ctx: click.Context, app_spec: str | None, broker: str | None) -> None:
 @click.option("-D", "--detach", is_flag=True, help="Run in the background (with --logfile)")
 @click.option("-B", "--beat", "embed_beat", is_flag=True,
               help="Also run a beat (periodic tasks) in a process of its own")
+@click.option("--log-format", type=click.Choice(log.FORMATS), default=None,
+              help="console (default) or json; also FASTQ_LOG_FORMAT")
+@click.option("--log-tasks", is_flag=True, help="Log one info line per task run")
 @click.option("--metrics-port", type=int, default=None, envvar="FASTQ_METRICS_PORT",
               help="Serve Prometheus metrics on this port (docs/metrics.md)")
 @click.option("--metrics-host", default="0.0.0.0", show_default=True,  # noqa: S104
@@ -81,7 +84,7 @@ def main(ctx: click.Context, app_spec: str | None, broker: str | None) -> None:
 def worker(ctx, app_spec, concurrency, queues, prefetch, prefetch_multiplier, loglevel, name, pool,
            task_events, optimization, without_gossip, without_mingle, without_heartbeat,
            max_tasks_per_child, max_memory_per_child, exclude_queues, autoscale, pidfile, logfile,
-           detach, embed_beat, metrics_port, metrics_host, flower_metrics):
+           detach, embed_beat, log_format, log_tasks, metrics_port, metrics_host, flower_metrics):
     """Start a worker: a supervisor and N child processes."""
     from fastq.worker.supervisor import Supervisor
 
@@ -98,10 +101,14 @@ def worker(ctx, app_spec, concurrency, queues, prefetch, prefetch_multiplier, lo
         concurrency = concurrency or most
         click.echo(f"note: --autoscale {autoscale}: fastq runs {concurrency} children all the "
                    "time (an idle child costs one blocked read)", err=True)
+    if log_format:
+        os.environ["FASTQ_LOG_FORMAT"] = log_format  # for this process and what it forks
     log.configure(loglevel)
     app = _resolve_app(ctx, app_spec)
     app.import_modules()
     app.setup_logging(loglevel, logfile)
+    if log_tasks:
+        app.add_middleware(log.TaskLog())
     if task_events:
         app.settings.task_events = True
     if app.settings.task_events:
@@ -497,14 +504,18 @@ def _stop_beat(pid: int, timeout: float = 10.0) -> None:
 @click.option("-l", "--loglevel", default="info", show_default=True)
 @click.option("-s", "--schedule", "schedule_file", default=None, hidden=True)  # state is in Redis
 @click.option("--max-interval", type=float, default=None, hidden=True)
+@click.option("--log-format", type=click.Choice(log.FORMATS), default=None,
+              help="console (default) or json; also FASTQ_LOG_FORMAT")
 @click.pass_context
-def beat(ctx, app_spec, loglevel, schedule_file, max_interval):
+def beat(ctx, app_spec, loglevel, schedule_file, max_interval, log_format):
     """Send periodic tasks on schedule (Celery's beat). Run two or more for failover: one leads
     and fires, the others take over within the lease (beat_lease_s)."""
     import signal
 
     from fastq.beat import Beat
 
+    if log_format:
+        os.environ["FASTQ_LOG_FORMAT"] = log_format
     log.configure(loglevel)
     app = _resolve_app(ctx, app_spec)
     app.import_modules()

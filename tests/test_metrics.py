@@ -84,6 +84,18 @@ def test_task_metrics_have_celery_exporters_names(app, start_worker, r):
                   task=add.name) == 20
     assert _value(s, "flower_task_runtime_seconds_count", worker=w.name, task=add.name) == 20
     assert _value(s, "flower_worker_online", worker=w.name) == 1
+    assert _value(s, "fastq_broker_errors_total", hostname=w.name) == 0  # shown, at 0
+    assert _value(s, "fastq_lease_renewals_total", hostname=w.name) >= 0
+
+
+def test_rate_limit_deferrals_are_counted(app, start_worker, r):
+    from tests.apps.basic import add
+
+    w, port = _start(start_worker)
+    app.control.rate_limit(add.name, "1/m", reply=True, timeout=2.0)
+    [add.delay(i, i) for i in range(3)]
+    wait_for(lambda: _value(_scrape(port), "fastq_deferred_total", hostname=w.name) == 2, 10,
+             message="two runs deferred by the rate limit")
 
 
 def test_queue_wide_metrics_come_from_one_worker(app, start_worker, r):

@@ -12,7 +12,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 import msgpack
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from fastq import keys
 
@@ -38,8 +38,17 @@ class WorkerCollector:
         if reporting:
             yield from self._queues()
 
-    def _pool(self) -> Iterator[GaugeMetricFamily]:
+    def _pool(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         host = self.worker.name
+        overseer = self.worker.overseer
+        for name, doc, value in (
+                ("fastq_lease_renewals", "Leases renewed by the supervisor (entries).",
+                 overseer.renewed),
+                ("fastq_watchdog_restarts", "Children restarted because their fetch loop went "
+                 "quiet.", overseer.watchdog_restarts)):
+            counter = CounterMetricFamily(name, doc, labels=["hostname"])
+            counter.add_metric([host], value)
+            yield counter
         busy = sum(self.worker.slots.read(slot).busy for slot in self.worker.children.values())
         for name, doc, value in (
                 ("celery_worker_up", "1 while the worker runs.", 1),

@@ -15,12 +15,21 @@ WAIT_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 3
                 3600, float("inf"))
 
 
+ENGINE = {  # what a child counts besides tasks (fastq/worker/child.py engine_counts)
+    "reclaimed": "Messages taken over from a worker whose lease ran out.",
+    "poison": "Messages dead-lettered after max_deliveries deliveries.",
+    "deferred": "Runs put off through the delayed set (rate limits, DeferMessage).",
+    "broker_errors": "Redis calls of a child that failed and were retried.",
+}
+
+
 @dataclass
 class Families:
     counters: dict[str, Counter]  # event type -> celery_task_<event>_total
     runtime: Histogram  # celery_task_runtime (successful runs, as celery-exporter)
     wait: Histogram  # fastq_task_queue_wait_seconds: enqueued (stream id) to started
     latency: Histogram  # fastq_task_latency_seconds: enqueued to finished
+    engine: dict[str, Counter]  # Child.engine_counts key -> fastq_<key>_total
     flower_events: Counter | None
     flower_runtime: Histogram | None
 
@@ -38,10 +47,12 @@ def create(flower: bool) -> Families:
                      ("name", "queue_name"), buckets=WAIT_BUCKETS, registry=None)
     latency = Histogram("fastq_task_latency_seconds", "From enqueued to finished, seconds.",
                         ("name", "queue_name"), buckets=WAIT_BUCKETS, registry=None)
+    engine = {key: Counter(f"fastq_{key}", doc, ("hostname",), registry=None)
+              for key, doc in ENGINE.items()}
     if not flower:
-        return Families(counters, runtime, wait, latency, None, None)
+        return Families(counters, runtime, wait, latency, engine, None, None)
     return Families(
-        counters, runtime, wait, latency,
+        counters, runtime, wait, latency, engine,
         Counter("flower_events", "Number of events", ("worker", "type", "task"), registry=None),
         Histogram("flower_task_runtime_seconds", "Task runtime", ("worker", "task"),
                   buckets=BUCKETS, registry=None))

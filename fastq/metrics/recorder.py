@@ -78,6 +78,7 @@ class TaskMetrics(Middleware):
         self._started: dict[str, tuple[float, float]] = {}  # task id -> (start, enqueued at)
         self._retrying: str | None = None
         self._child: Any = None
+        self._engine_written: dict[str, int] = {}  # Child.engine_counts already written
 
     @property
     def families(self) -> families.Families:
@@ -138,8 +139,18 @@ class TaskMetrics(Middleware):
         self.flush()
 
     # -- writing ----------------------------------------------------------------------------
+    def _write_engine(self, counts: dict[str, int]) -> None:
+        written = self._engine_written
+        for key, value in counts.items():
+            delta = value - written.get(key, 0)
+            if delta or key not in written:
+                self.families.engine[key].labels(self.hostname).inc(delta)
+                written[key] = value
+
     def flush(self) -> None:
         """Write what was counted since the last flush into the families."""
+        if self._child is not None:
+            self._write_engine(self._child.engine_counts)
         if not (self._counts or self._runtime.pending or self._wait.pending):
             return
         fam, host = self.families, self.hostname

@@ -88,6 +88,8 @@ class Child:
         self._newest_ms = [0] * keys.LEVELS  # id time of the newest entry read at each level
         self.processed = 0
         self.failed = 0
+        # engine events a metrics middleware reads per round (fastq/metrics/recorder.py)
+        self.engine_counts = {"reclaimed": 0, "poison": 0, "deferred": 0, "broker_errors": 0}
         self.stopping = False
         self.revoked: dict[str, float] = {}  # task id -> epoch s until which it stays revoked
         self._revocation_cursor: str | None = None
@@ -326,6 +328,7 @@ class Child:
                                          self.conf.prefetch)
         if deliveries:
             self._log.warning("reclaimed messages whose lease expired", count=len(deliveries))
+            self.engine_counts["reclaimed"] += len(deliveries)
             self._process_again(deliveries)
         return len(deliveries)
 
@@ -343,6 +346,7 @@ class Child:
         keep = []
         for delivery, count in zip(deliveries, counts, strict=True):
             if count > self.conf.max_deliveries:
+                self.engine_counts["poison"] += 1
                 self._dead_letter(delivery, f"poison: delivered {count} times without finishing "
                                   f"(max_deliveries={self.conf.max_deliveries})")
             else:
@@ -378,6 +382,7 @@ class Child:
                 return
             except TRANSIENT as exc:
                 failures += 1
+                self.engine_counts["broker_errors"] += 1
                 self._interrupted = True
                 if isinstance(exc, BrokerOutOfMemory):
                     self._log.warning("broker out of memory: nothing is acked until its outcome "
@@ -485,6 +490,7 @@ class Child:
             self._skipped(task, msg, delivery, skip)
             return
         except DeferMessage as defer:
+            self.engine_counts["deferred"] += 1
             self._done.delayed.append((keys.parse_stream(skey)[0], level, defer.due_ms, data))
             self._done.ack(skey, entry_id)
             return

@@ -58,6 +58,7 @@ class Overseer:
         self._next_sweep = 0.0
         self._watch_offset = 0  # where the next sweep of depends_on waits starts
         self.watchdog_restarts = 0
+        self.renewed = 0  # leases renewed (entries), for the metrics
         self._last_watchdog: float | None = None  # epoch s
         self._log = log
 
@@ -70,7 +71,7 @@ class Overseer:
         if now >= self._next_renew:
             self._next_renew = now + self.conf.lease_ms / 3000.0
             for slot in range(self.slots.count):
-                broker.renew(self.consumer(slot), self.queues)
+                self.renewed += broker.renew(self.consumer(slot), self.queues) or 0
         if now >= self._next_revocations:
             self._next_revocations = now + self.conf.revocation_sync_ms / 1000.0
             self._follow_revocations()

@@ -88,3 +88,15 @@ def retry_once(self):
     if self.request.attempt == 0:
         raise self.retry(countdown=0)
     return self.request.attempt
+
+
+@app.task
+def chatty(n):
+    """Logs through the standard library and through structlog."""
+    import logging
+
+    import structlog
+
+    logging.getLogger("tests.chatty").warning("stdlib line %s", n)
+    structlog.get_logger("tests.chatty").warning("structlog line", n=n)
+    return n
