@@ -106,8 +106,11 @@ def worker(ctx, app_spec, concurrency, queues, prefetch, prefetch_multiplier, lo
     qs = [q for q in (queues or app.settings.default_queue).split(",") if q and q not in excluded]
     if not qs:
         raise click.UsageError("no queue left to consume (-Q minus -X is empty)")
-    sup = Supervisor(app, concurrency or app.settings.concurrency or os.cpu_count() or 1, qs,
-                     name=name)
+    try:
+        sup = Supervisor(app, concurrency or app.settings.concurrency or os.cpu_count() or 1, qs,
+                         name=name)
+    except ValueError as exc:  # settings the worker could not apply, e.g. an alert callback
+        raise click.UsageError(str(exc)) from exc
     if pidfile:
         with open(pidfile, "w") as f:
             f.write(f"{os.getpid()}\n")
