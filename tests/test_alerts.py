@@ -85,7 +85,7 @@ def receiver():
 
 
 def alert_env(url: str, **settings) -> dict[str, str]:
-    env = {"FASTQ_ALERT_WEBHOOKS": url, "FASTQ_ALERT_CHECK_S": "0.2", "FASTQ_HEARTBEAT_S": "0.2"}
+    env = {"FASTQ_ALERT_WEBHOOKS": url, "FASTQ_ALERT_CHECK_S": "0.2"}
     env.update({f"FASTQ_{k.upper()}": str(v) for k, v in settings.items()})
     return env
 
@@ -158,14 +158,14 @@ def test_task_failures_arrive_aggregated_per_task(start_worker, app, receiver):
 
 def test_queue_age_alert_for_a_queue_nobody_reads(start_worker, app, receiver):
     rec = receiver()
-    start_worker(concurrency=1, env=alert_env(rec.url, alert_queue_age_s=0.3))
+    start_worker(concurrency=1, env=alert_env(rec.url, alert_queue_age_s=1))
     app.tasks["tests.apps.basic.add"].apply_async((1, 2), queue="orphan")
     for i in range(5):
         app.tasks["tests.apps.basic.add"].delay(i, i).get(timeout=10)  # read at once: no alert
     wait_for(lambda: rec.of("queue_age"), timeout=10, message="queue-age alert")
     alert = rec.of("queue_age")[0]
     assert alert["details"]["queue"] == "orphan"
-    assert alert["details"]["age_s"] > 0.3
+    assert alert["details"]["age_s"] > 1
     time.sleep(0.6)  # further checks: the marker (alert_repeat_s) holds back a repeat
     assert [a["details"]["queue"] for a in rec.of("queue_age")] == ["orphan"]
 
@@ -173,27 +173,36 @@ def test_queue_age_alert_for_a_queue_nobody_reads(start_worker, app, receiver):
 def test_dlq_growth_alert(start_worker, app, receiver):
     rec = receiver()
     start_worker(concurrency=1, env=alert_env(rec.url, alert_dlq_growth=3))
-    time.sleep(0.5)  # the first check notes the dead letters there are; growth counts from it
-    for _ in range(3):
-        app.send_task("tests.apps.basic.no_such_task")  # unknown task: dead-lettered
-    wait_for(lambda: rec.of("dlq_growth"), timeout=10, message="dlq growth alert")
-    alert = rec.of("dlq_growth")[0]
+
+    def three_dead_letters():
+        with app.batch(atomic=True):  # all three land at once, so in one check interval
+            for _ in range(3):
+                app.send_task("tests.apps.basic.no_such_task")  # unknown task: dead-lettered
+
+    # the first check notes the dead letters a queue has (no alert for a backlog found at start),
+    # so send until one batch arrived after it
+    for _ in range(20):
+        three_dead_letters()
+        time.sleep(0.6)  # more than a check interval
+        if rec.of("dlq_growth"):
+            break
+    (alert,) = rec.of("dlq_growth")  # one: the marker holds back the next batches' alerts
     assert alert["details"]["queue"] == "default"
-    assert alert["details"]["new"] == 3 and alert["details"]["total"] == 3
+    assert alert["details"]["new"] % 3 == 0 and alert["details"]["total"] >= 3
 
 
 def test_a_killed_worker_is_reported_lost_and_a_stopped_one_is_not(start_worker, r, app,
                                                                     receiver):
     rec = receiver()
-    env = alert_env(rec.url)
+    env = alert_env(rec.url, heartbeat_s=0.5)  # a health record lives 1.5 s
     start_worker(concurrency=1, name="watcher", env=env)
     victim = start_worker(concurrency=1, name="victim", env=env)
     leaver = start_worker(concurrency=1, name="leaver", env=env)
-    time.sleep(0.5)  # the watcher has seen both health records
+    time.sleep(1.0)  # the watcher has seen both health records
     victim.halt(r, signal.SIGKILL)
     assert leaver.stop(signal.SIGTERM) == 0
     wait_for(lambda: rec.of("worker_lost"), timeout=10, message="worker-lost alert")
-    time.sleep(1.0)  # the leaver's last record has expired too by now
+    time.sleep(2.5)  # the leaver's last record has expired, and the watcher looked, by now
     lost = [a["details"]["lost_worker"] for a in rec.of("worker_lost")]
     assert lost == ["victim"]  # once, by one of the workers left; the warm stop is no loss
 
