@@ -200,7 +200,8 @@ def health(ctx, app_spec, worker_name, as_json):
     from fastq.worker.health import problems
 
     app = _resolve_app(ctx, app_spec)
-    records = [msgpack.unpackb(b) for b in app.broker.health_reports()]
+    records = [rec for rec in map(msgpack.unpackb, app.broker.health_reports())
+               if not rec.get("stopped")]  # the last record of a worker that stopped warm
     if worker_name is not None:
         records = [rec for rec in records if rec["worker"] == worker_name]
     if as_json:

@@ -12,13 +12,16 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from click.testing import CliRunner
 from pydantic import ValidationError
 
+from fastq import keys
 from fastq._core import encode_message
 from fastq.alerts.alert import Alert
 from fastq.alerts.delivery import Delivery
 from fastq.broker.memory import MemoryBroker
 from fastq.broker.redis import RedisBroker
+from fastq.cli import main
 from fastq.config import Settings
 from fastq.message import Message
 from tests.conftest import app_fixture, wait_for
@@ -201,6 +204,9 @@ def test_a_killed_worker_is_reported_lost_and_a_stopped_one_is_not(start_worker,
     time.sleep(1.0)  # the watcher has seen both health records
     victim.halt(r, signal.SIGKILL)
     assert leaver.stop(signal.SIGTERM) == 0
+    assert r.exists(keys.health("leaver"))  # its last record, saying it stopped warm:
+    assert CliRunner().invoke(main, ["-A", "tests.apps.basic", "health", "-w", "leaver"]
+                              ).exit_code == 2  # not a live worker for `fastq health`
     wait_for(lambda: rec.of("worker_lost"), timeout=10, message="worker-lost alert")
     time.sleep(2.5)  # the leaver's last record has expired, and the watcher looked, by now
     lost = [a["details"]["lost_worker"] for a in rec.of("worker_lost")]

@@ -116,21 +116,23 @@ class Overseer:
                 wake = min(wake, now + max(next_due - wall_ms, 0) / 1000.0)
         return wake
 
-    def _report_health(self) -> None:
+    def _report_health(self, stopped: bool = False) -> None:
         rec = health.record(self.name, self.slots, self.consumer, self.conf.block_ms / 1000.0,
                             self.conf.stall_s, self.watchdog_restarts, self._last_watchdog,
-                            self.started, self.stopping)
+                            self.started, self.stopping or stopped)
+        rec["stopped"] = stopped
         for problem in health.problems(rec):
             self._log.warning("unhealthy", worker=self.name, problem=problem)
         self.app.broker.report_health(self.name, msgpack.packb(rec),
                                       int(self.conf.heartbeat_s * 3000))
 
     def leave(self) -> None:
-        """The last health record of a worker stopping warm: alert checks elsewhere see that it
-        stopped, rather than lost it, when the record expires. Redis trouble is only logged."""
+        """The last health record of a worker that stopped warm (``stopped``: ``fastq health``
+        no longer counts it live): alert checks elsewhere see that it stopped, rather than lost
+        it, when the record expires. Redis trouble is only logged."""
         self.stopping = True
         try:
-            self._report_health()
+            self._report_health(stopped=True)
         except Exception as exc:  # noqa: BLE001 - on the way out; the record just expires
             self._log.warning("could not write the last health record", error=str(exc))
 
