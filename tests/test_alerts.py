@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import signal
 import threading
 import time
@@ -211,6 +212,16 @@ def test_a_killed_worker_is_reported_lost_and_a_stopped_one_is_not(start_worker,
     time.sleep(2.5)  # the leaver's last record has expired, and the watcher looked, by now
     lost = [a["details"]["lost_worker"] for a in rec.of("worker_lost")]
     assert lost == ["victim"]  # once, by one of the workers left; the warm stop is no loss
+
+
+def test_a_child_killed_under_a_live_supervisor_is_reported(start_worker, r, app, receiver):
+    rec = receiver()
+    w = start_worker(concurrency=2, env=alert_env(rec.url))
+    os.kill(w.child_pids(r)[1], signal.SIGKILL)  # as the OOM killer would
+    wait_for(lambda: rec.of("worker_lost"), timeout=10, message="child-lost alert")
+    (alert,) = rec.of("worker_lost")
+    assert alert["details"]["lost_child"] == f"{w.name}:1" and alert["details"]["exit"] == -9
+    assert app.tasks["tests.apps.basic.add"].delay(1, 1).get(timeout=10) == 2  # restarted
 
 
 def test_a_receiver_failing_at_first_gets_the_alert_after_retries(start_worker, app, receiver):

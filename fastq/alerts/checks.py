@@ -1,5 +1,5 @@
 """The supervisor's alert checks: dead-letter growth and queue age every ``alert_check_s``, lost
-workers every ``heartbeat_s``. Run from the overseer's tick (fastq/worker/overseer.py), they cost a
+workers every ``heartbeat_s``, and its own children dying unasked (from its reaping). Run from the overseer's tick (fastq/worker/overseer.py), they cost a
 few Redis reads; delivery is the supervisor's alert thread (fastq/alerts/delivery.py).
 
 Every supervisor checks every queue (``broker.queues()``, so a queue nobody reads is watched too).
@@ -47,9 +47,9 @@ class AlertChecks:
             self._next_workers = now + self.conf.heartbeat_s
             self._guarded(self.check_workers)
 
-    def _guarded(self, check) -> None:
+    def _guarded(self, check, *args: Any) -> None:
         try:
-            check()
+            check(*args)
         except Exception as exc:  # noqa: BLE001 - an outage must not stop the supervisor
             log.warning("alert check failed", check=check.__name__, error=str(exc))
 
@@ -91,6 +91,15 @@ class AlertChecks:
                  "last_seen": last.get("at"), "children": len(last.get("children", ()))},
                 self.worker))
         self._workers = live
+
+    def child_died(self, consumer: str, pid: int, code: int) -> None:
+        """A child of this supervisor exited unasked (a crash, the OOM killer's SIGKILL): it is
+        restarted, and what it ran comes back by its pending entries, but someone should know.
+        ``code`` is the exit code, or minus the signal that killed it."""
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        self._guarded(self._raise, f"{WORKER_LOST}:{consumer}", Alert(
+            WORKER_LOST, f"worker child {consumer} (pid {pid}) {how}; restarted",
+            {"lost_child": consumer, "pid": pid, "exit": code}, self.worker))
 
     def _raise(self, alert_key: str, alert: Alert) -> None:
         if self.app.broker.claim_alert(alert_key, int(self.conf.alert_repeat_s * 1000)):

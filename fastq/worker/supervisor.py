@@ -256,6 +256,8 @@ class Supervisor:
             self.backoff[slot] = delay
             self._log.warning("child exited, restarting", consumer=self.consumer(slot), pid=pid,
                               exit=code, restart_in=delay)
+            if self.overseer.alerts is not None:
+                self.overseer.alerts.child_died(self.consumer(slot), pid, code)
             if delay:
                 time.sleep(delay)
             self._spawn(slot)
