@@ -20,6 +20,7 @@ from fastq import keys
 from fastq._core import encode_message
 from fastq.alerts.alert import Alert
 from fastq.alerts.delivery import Delivery
+from fastq.alerts.failures import FailureAlerts
 from fastq.broker.memory import MemoryBroker
 from fastq.broker.redis import RedisBroker
 from fastq.cli import main
@@ -266,3 +267,22 @@ def test_delivery_retries_then_gives_up_without_raising(receiver):
     out.send(Alert("queue_age", "test", {}, "here"))
     assert out.close(timeout=5) is True  # delivered or given up: nothing left queued
     assert rec.attempts == 2 and rec.alerts == []
+
+
+def test_failure_counts_report_the_most_failing_tasks_one_by_one_and_the_rest_together(app):
+    failures = FailureAlerts(app)
+    tasks = [t for name, t in sorted(app.tasks.items()) if name.startswith("tests.")][:12]
+    assert len(tasks) == 12
+    for rank, task in enumerate(tasks):
+        for i in range(20 - rank):
+            failures.after_execute(task, Message(f"{rank}-{i}", task.name, b""), None,
+                                   ValueError("x"))
+    retried = Message("r", tasks[0].name, b"")
+    failures.on_retry(tasks[0], retried, ValueError("again"), 1.0)
+    failures.after_execute(tasks[0], retried, None, ValueError("again"))  # a retry: not counted
+    failures.after_execute(tasks[0], Message("ok", tasks[0].name, b""), 3, None)
+    alerts = failures.collect()
+    assert [a.details["task"] for a in alerts] == [t.name for t in tasks[:10]] + [None]
+    assert [a.details["count"] for a in alerts[:10]] == list(range(20, 10, -1))
+    assert alerts[-1].details["tasks"] == {tasks[10].name: 10, tasks[11].name: 9}
+    assert failures.collect() == []  # counted once

@@ -4,7 +4,8 @@ one aggregated alert per task name and ``alert_check_s`` to the child's delivery
 On the task path it only adds to an in-memory count (no I/O, no wait); the delivery thread
 (fastq/alerts/delivery.py), started in ``child_init``, collects the counts each interval. A storm
 of 10 000 failures of one task is one alert per child and interval, with the count, the last
-error and the last task id. Retries, and tasks that raised ``Ignore``/``Reject`` or were skipped,
+error and the last task id; beyond ``MOST_TASKS`` failing task names, the rest share one alert.
+Retries, and tasks that raised ``Ignore``/``Reject`` or were skipped,
 are not failures.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from fastq.message import Message
 
 NOT_FAILURES = (SkipMessage, Ignore, Reject)
+MOST_TASKS = 10  # task names a child reports one by one per interval; the rest in one alert
 
 
 class FailureAlerts(Middleware):
@@ -65,12 +67,21 @@ class FailureAlerts(Middleware):
                 seen[1:] = repr(exc), message.id, message.queue
 
     def collect(self) -> list[Alert]:
-        """The failures counted since the last call, one alert per task name."""
+        """The failures counted since the last call: one alert per task name, for the
+        ``MOST_TASKS`` that failed most; the other tasks' failures together in one more."""
         with self._lock:
             counts, self._counts = self._counts, {}
         interval = self.app.settings.alert_check_s
-        return [Alert(TASK_FAILED, f"{n} failure{'s' if n > 1 else ''} of {name} in the last "
-                      f"{interval:g} s: {error}",
-                      {"task": name, "count": n, "last_error": error, "last_id": task_id,
-                       "queue": queue, "interval_s": interval}, self.consumer)
-                for name, (n, error, task_id, queue) in counts.items()]
+        ranked = sorted(counts.items(), key=lambda item: -item[1][0])
+        out = [Alert(TASK_FAILED, f"{n} failure{'s' if n > 1 else ''} of {name} in the last "
+                     f"{interval:g} s: {error}",
+                     {"task": name, "count": n, "last_error": error, "last_id": task_id,
+                      "queue": queue, "interval_s": interval}, self.consumer)
+               for name, (n, error, task_id, queue) in ranked[:MOST_TASKS]]
+        if len(ranked) > MOST_TASKS:
+            rest = {name: seen[0] for name, seen in ranked[MOST_TASKS:]}
+            out.append(Alert(TASK_FAILED, f"{sum(rest.values())} failures of {len(rest)} other "
+                             f"tasks in the last {interval:g} s",
+                             {"task": None, "count": sum(rest.values()), "tasks": rest,
+                              "interval_s": interval}, self.consumer))
+        return out
