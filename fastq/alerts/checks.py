@@ -1,6 +1,7 @@
 """The supervisor's alert checks: dead-letter growth and queue age every ``alert_check_s``, lost
-workers every ``heartbeat_s``, and its own children dying unasked (from its reaping). Run from the overseer's tick (fastq/worker/overseer.py), they cost a
-few Redis reads; delivery is the supervisor's alert thread (fastq/alerts/delivery.py).
+workers every ``heartbeat_s`` (both from the overseer's tick, fastq/worker/overseer.py: a few
+Redis reads), and its own children dying unasked (from its reaping). Delivery is the
+supervisor's alert thread (fastq/alerts/delivery.py).
 
 Every supervisor checks every queue (``broker.queues()``, so a queue nobody reads is watched too).
 Before sending, a check takes the alert's marker (``broker.claim_alert``, SET NX PX for
@@ -27,6 +28,8 @@ log = structlog.get_logger("fastq.alerts")
 
 
 class AlertChecks:
+    """One supervisor's alert checks; ``tick`` is called on every overseer tick."""
+
     def __init__(self, app: Any, worker: str, delivery: Delivery):
         self.app = app
         self.conf = app.settings
