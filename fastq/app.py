@@ -207,6 +207,7 @@ class App:
         self._broker: Broker | None = None
         self.middleware: list[Middleware] = []
         self.hooks = Hooks([])
+        self.alert_callbacks: list[Callable[[Any], None]] = []  # app.on_alert, docs/alerts.md
         for m in middleware:
             self.add_middleware(m)
         self.task(_starmap, name="fastq.starmap", bind=True)  # the members of chunks()
@@ -220,6 +221,13 @@ class App:
             raise TypeError(f"middleware must be a fastq.Middleware instance, not {middleware!r}")
         self.middleware.append(middleware)
         self.hooks = Hooks(self.middleware)
+
+    def on_alert(self, fn: Callable[[Any], None]) -> Callable[[Any], None]:
+        """Decorator: call ``fn(alert)`` (a :class:`fastq.alerts.Alert`) for every alert a worker
+        of this app sends, besides the ``alert_webhooks`` and ``alert_callbacks`` settings. It runs
+        in the worker's alert thread (docs/alerts.md); register it before the worker starts."""
+        self.alert_callbacks.append(fn)
+        return fn
 
     def __repr__(self) -> str:
         return f"<fastq.App {self.main}>"

@@ -135,8 +135,11 @@ def worker(ctx, app_spec, concurrency, queues, prefetch, prefetch_multiplier, lo
     qs = [q for q in (queues or app.settings.default_queue).split(",") if q and q not in excluded]
     if not qs:
         raise click.UsageError("no queue left to consume (-Q minus -X is empty)")
-    sup = Supervisor(app, concurrency or app.settings.concurrency or os.cpu_count() or 1, qs,
-                     name=name)
+    try:
+        sup = Supervisor(app, concurrency or app.settings.concurrency or os.cpu_count() or 1, qs,
+                         name=name)
+    except ValueError as exc:  # settings the worker could not apply, e.g. an alert callback
+        raise click.UsageError(str(exc)) from exc
     if pidfile:
         with open(pidfile, "w") as f:
             f.write(f"{os.getpid()}\n")
@@ -226,7 +229,8 @@ def health(ctx, app_spec, worker_name, as_json):
     from fastq.worker.health import problems
 
     app = _resolve_app(ctx, app_spec)
-    records = [msgpack.unpackb(b) for b in app.broker.health_reports()]
+    records = [rec for rec in map(msgpack.unpackb, app.broker.health_reports())
+               if not rec.get("stopped")]  # the last record of a worker that stopped warm
     if worker_name is not None:
         records = [rec for rec in records if rec["worker"] == worker_name]
     if as_json:

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SERIALIZERS = ("msgpack", "json", "pickle")
+LIST_SETTINGS = ("accept_content", "include", "alert_webhooks", "alert_callbacks")  # env: a,b,c
 
 
 class Settings(BaseModel):
@@ -61,6 +62,20 @@ class Settings(BaseModel):
     timezone: str = "UTC"  # IANA zone of crontab entries that name none
     beat_missed: Literal["skip", "once", "all"] = "skip"  # fires missed while no beat ran
     beat_lease_s: float = Field(5.0, gt=0, description="leader lease of a beat; renewed every third")
+    # -- alerts (fastq/alerts/, docs/alerts.md); none are sent while no target is set --
+    alert_webhooks: list[str] = []  # http(s) URLs that get each alert as a JSON POST
+    alert_callbacks: list[str] = []  # "module:function" (or module.function) called with each Alert
+    alert_check_s: float = Field(30.0, gt=0, description="how often a supervisor checks queues and "
+                                 "DLQs, and a child reports its task failures (aggregated)")
+    alert_queue_age_s: float = Field(0.0, ge=0, description="alert when a queue's oldest waiting "
+                                     "message is older than this (0 = never)")
+    alert_dlq_growth: int = Field(1, ge=0, description="alert when this many dead letters or more "
+                                  "arrived in one check interval (0 = never)")
+    alert_repeat_s: float = Field(300.0, gt=0, description="the same condition alerts at most "
+                                  "once per this many seconds, across all workers")
+    alert_timeout_s: float = Field(5.0, gt=0, description="timeout of one webhook request")
+    alert_retries: int = Field(3, ge=0, description="attempts after the first one of a webhook "
+                               "that failed (exponential back-off from 0.5 s)")
 
     @model_validator(mode="before")
     @classmethod
@@ -80,6 +95,26 @@ class Settings(BaseModel):
             ZoneInfo(v)
         except Exception:
             raise ValueError(f"unknown time zone {v!r}; use an IANA name such as 'Europe/Berlin'") from None
+        return v
+
+    @field_validator("alert_webhooks")
+    @classmethod
+    def _http_urls(cls, v: list[str]) -> list[str]:
+        v = [u.strip() for u in v if u.strip()]
+        bad = [u for u in v if not u.startswith(("http://", "https://"))]
+        if bad:
+            raise ValueError(f"alert_webhooks must be http:// or https:// URLs, not {bad}")
+        return v
+
+    @field_validator("alert_callbacks")
+    @classmethod
+    def _dotted_paths(cls, v: list[str]) -> list[str]:
+        v = [p.strip() for p in v if p.strip()]
+        bad = [p for p in v if not all(part.isidentifier()
+                                       for part in p.replace(":", ".").split("."))]
+        if bad:
+            raise ValueError(f"alert_callbacks must be dotted paths such as 'proj.alerts:notify', "
+                             f"not {bad}")
         return v
 
     @field_validator("serializer")
@@ -104,6 +139,6 @@ class Settings(BaseModel):
         for name in cls.model_fields:
             env = os.environ.get(f"FASTQ_{name.upper()}")
             if env is not None:
-                values[name] = env.split(",") if name in ("accept_content", "include") else env
+                values[name] = env.split(",") if name in LIST_SETTINGS else env
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

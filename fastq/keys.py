@@ -62,6 +62,12 @@ def health(worker_name: str) -> str:
 HEALTH_PATTERN = "fastq:h:*"
 
 
+def alert_sent(alert_key: str) -> str:
+    """Marker (TTL ``alert_repeat_s``) that an alert was sent: one worker of many sends it
+    (fastq/alerts/checks.py)."""
+    return f"fastq:alert:{alert_key}"
+
+
 def state(task_id: str) -> str:
     """Latest non-terminal state record (RETRY, STARTED) of a task; terminal ones are in result()."""
     return f"fastq:s:{task_id}"

@@ -177,6 +177,11 @@ class Transport(Protocol):
     def delayed_count(self, queue: str) -> int:
         """Messages of ``queue`` waiting in its delayed set (countdown, eta, retry back-off)."""
 
+    def waiting_age_ms(self, queue: str) -> int:
+        """Age of the oldest message of ``queue`` not yet delivered to any consumer, over every
+        level (0 when none waits): what a queue-age alert watches; a long-running task, delivered
+        and in flight, does not count."""
+
     def stats(self, queue: str) -> list[StreamStats]:
         """Depth, pending and oldest age per priority level of ``queue``."""
 
@@ -291,6 +296,10 @@ class Control(Protocol):
         excludes the bound), oldest first: [(entry id, {field: value})]."""
 
     def dead_letter_count(self, queue: str) -> int: ...
+
+    def claim_alert(self, alert_key: str, ttl_ms: int) -> bool:
+        """Take the right to send the alert ``alert_key`` for ``ttl_ms`` (SET NX PX): True for
+        the one caller that should send it, False while someone sent it already."""
 
     def requeue_dead(self, entries: Sequence[tuple[str, str, int]]
                      ) -> list[str | None | BrokerRefused]:

@@ -1236,6 +1236,24 @@ class RedisBroker:
     def delayed_count(self, queue: str) -> int:
         return self.client.zcard(keys.delayed(queue))
 
+    def waiting_age_ms(self, queue: str) -> int:
+        streams = keys.streams(queue)
+        pipe = self.client.pipeline(transaction=False)
+        for key in streams:
+            pipe.xinfo_groups(key)
+        replies = pipe.execute(raise_on_error=False)
+        pipe = self.client.pipeline(transaction=False)
+        for key, groups in zip(streams, replies, strict=True):
+            group = next((g for g in groups if g["name"] == keys.GROUP.encode()), None
+                         ) if isinstance(groups, list) else None
+            # after the group's last delivered id, nothing was handed to a consumer yet
+            start = "-" if group is None else b"(" + group["last-delivered-id"]
+            pipe.xrange(key, min=start, max="+", count=1)
+        now = int(time.time() * 1000)
+        ages = [now - _parse_id(first[0][0])[0]
+                for first in pipe.execute(raise_on_error=False) if isinstance(first, list) and first]
+        return max(max(ages, default=0), 0)
+
     def stats(self, queue: str) -> list[StreamStats]:
         pipe = self.client.pipeline(transaction=False)
         for key in keys.streams(queue):
@@ -1262,6 +1280,9 @@ class RedisBroker:
 
     def dead_letter_count(self, queue: str) -> int:
         return self.client.xlen(keys.dlq(queue))
+
+    def claim_alert(self, alert_key: str, ttl_ms: int) -> bool:
+        return bool(self.client.set(keys.alert_sent(alert_key), b"1", nx=True, px=ttl_ms))
 
     def requeue_dead(self, entries: Sequence[tuple[str, str, int]]
                      ) -> list[str | None | BrokerRefused]:

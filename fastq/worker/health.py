@@ -5,6 +5,8 @@ Every ``heartbeat_s`` the supervisor writes one record (msgpack, TTL three heart
 or idle (how long since its fetch loop last went round), and the watchdog's restarts. A child
 heartbeat cannot say this: a child that stopped consuming also stops writing it, and so does a
 healthy child busy with a long task. ``fastq health`` reads the records (see :func:`problems`).
+A worker that stopped warm writes a last record with ``stopped`` set: ``fastq health`` no longer
+counts it, and the alert checks (fastq/alerts/checks.py) take its expiry for a stop, not a loss.
 """
 from __future__ import annotations
 

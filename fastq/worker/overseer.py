@@ -6,7 +6,8 @@
   outcome (retry or failure, or REVOKED) for the task it was running;
 - hand a busy child's prefetched, unstarted messages back to the queue (no hostage tasks);
 - restart a child whose fetch loop has gone quiet (watchdog);
-- write the worker's health record (fastq/worker/health.py) for ``fastq health``.
+- write the worker's health record (fastq/worker/health.py) for ``fastq health``;
+- run the alert checks, when alerts are configured (fastq/alerts/checks.py).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from fastq.workflows.watch import sweep_outside
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from fastq.alerts.checks import AlertChecks
     from fastq.app import App
     from fastq.worker.slots import Slots
 
@@ -60,6 +62,7 @@ class Overseer:
         self.watchdog_restarts = 0
         self.renewed = 0  # leases renewed (entries), for the metrics
         self._last_watchdog: float | None = None  # epoch s
+        self.alerts: AlertChecks | None = None  # set by the supervisor when alerts are configured
         self._log = log
 
     def tick(self) -> float:
@@ -83,6 +86,8 @@ class Overseer:
         if now >= self._next_sweep:
             self._next_sweep = now + self.conf.workflow_sweep_s
             self._sweep_graphs()
+        if self.alerts is not None:
+            self.alerts.tick(now)
         return min(self.conf.delayed_tick_ms / 1000.0, max(self._next_promote - time.monotonic(), 0.0))
 
     def _sweep_graphs(self) -> None:
@@ -112,14 +117,25 @@ class Overseer:
                 wake = min(wake, now + max(next_due - wall_ms, 0) / 1000.0)
         return wake
 
-    def _report_health(self) -> None:
+    def _report_health(self, stopped: bool = False) -> None:
         rec = health.record(self.name, self.slots, self.consumer, self.conf.block_ms / 1000.0,
                             self.conf.stall_s, self.watchdog_restarts, self._last_watchdog,
-                            self.started, self.stopping)
+                            self.started, self.stopping or stopped)
+        rec["stopped"] = stopped
         for problem in health.problems(rec):
             self._log.warning("unhealthy", worker=self.name, problem=problem)
         self.app.broker.report_health(self.name, msgpack.packb(rec),
                                       int(self.conf.heartbeat_s * 3000))
+
+    def leave(self) -> None:
+        """The last health record of a worker that stopped warm (``stopped``: ``fastq health``
+        no longer counts it live): alert checks elsewhere see that it stopped, rather than lost
+        it, when the record expires. Redis trouble is only logged."""
+        self.stopping = True
+        try:
+            self._report_health(stopped=True)
+        except Exception as exc:  # noqa: BLE001 - on the way out; the record just expires
+            self._log.warning("could not write the last health record", error=str(exc))
 
     def _follow_revocations(self) -> None:
         broker = self.app.broker

@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from fastq.alerts import delivery as alert_delivery
+from fastq.alerts.checks import AlertChecks
+from fastq.alerts.failures import FailureAlerts
 from fastq.errors import BrokerOutOfMemory
 from fastq.middleware import call_hooks
 from fastq.worker import health
@@ -56,6 +59,12 @@ class Supervisor:
         self.overseer = Overseer(app, self.queues, self.slots, self.consumer, self._kill_slot, self.name,
                                  self.started_at)
         self._log = log.bind(worker=self.name)
+        self.alerts: alert_delivery.Delivery | None = None  # this supervisor's alert outbox
+        if alert_delivery.wanted(app):  # docs/alerts.md
+            self.alerts = alert_delivery.Delivery(app.settings, app.alert_callbacks)
+            self.overseer.alerts = AlertChecks(app, self.name, self.alerts)
+            if not any(isinstance(m, FailureAlerts) for m in app.middleware):
+                app.add_middleware(FailureAlerts(app))
 
     def consumer(self, slot: int) -> str:
         """Stable per slot, so a restarted child re-reads its predecessor's pending entries."""
@@ -96,7 +105,10 @@ class Supervisor:
                 next_maintenance = time.monotonic() + MAINTENANCE_S
                 self._maintenance()
             time.sleep(pause)
+        self.overseer.leave()
         call_hooks(self.app.hooks.worker_shutdown, self, log=self._log)
+        if self.alerts is not None:
+            self.alerts.close()
         self._log.info("worker stopped")
         return 0
 
@@ -244,6 +256,8 @@ class Supervisor:
             self.backoff[slot] = delay
             self._log.warning("child exited, restarting", consumer=self.consumer(slot), pid=pid,
                               exit=code, restart_in=delay)
+            if self.overseer.alerts is not None:
+                self.overseer.alerts.child_died(self.consumer(slot), pid, code)
             if delay:
                 time.sleep(delay)
             self._spawn(slot)
