@@ -395,12 +395,21 @@ def test_beat_init_and_the_logging_signals(r):
     def on_after(logger=None, loglevel=None, **kw):
         seen.append(("after_setup_logger", logger.name, loglevel))
 
+    def on_task_logger(logger=None, loglevel=None, **kw):
+        seen.append(("after_setup_task_logger", logger.name, loglevel))
+
     signals.beat_init.connect(on_beat)
     signals.setup_logging.connect(on_setup)
     signals.after_setup_logger.connect(on_after)
+    signals.after_setup_task_logger.connect(on_task_logger)
     try:
         app.setup_logging("warning", "beat.log")  # a receiver: fastq leaves logging to it
-        assert seen == [("setup_logging", 30, "beat.log"), ("after_setup_logger", "root", 30)]
+        assert seen == [("setup_logging", 30, "beat.log"), ("after_setup_logger", "root", 30),
+                        ("after_setup_task_logger", "celery.task", 30)]
+        from fastq.compat.utils.log import get_task_logger
+
+        assert get_task_logger("proj.tasks").parent.name == "celery.task"
+        seen.clear()
         beat = Beat(app)
         runner = threading.Thread(target=beat.run, daemon=True)
         runner.start()
@@ -412,6 +421,7 @@ def test_beat_init_and_the_logging_signals(r):
         signals.beat_init.disconnect(on_beat)
         signals.setup_logging.disconnect(on_setup)
         signals.after_setup_logger.disconnect(on_after)
+        signals.after_setup_task_logger.disconnect(on_task_logger)
 
 
 def test_an_abortable_task_stops_when_aborted(app, proj_worker):

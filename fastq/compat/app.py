@@ -159,6 +159,7 @@ class Celery(App):
         import logging
 
         from fastq.compat import signals
+        from fastq.compat.utils.log import TASK_LOGGER
 
         level = logging.getLevelName(loglevel.upper())
         named = dict(loglevel=level, logfile=logfile, format="", colorize=None)
@@ -167,6 +168,8 @@ class Celery(App):
         else:
             super().setup_logging(loglevel, logfile)
         signals.after_setup_logger.send(sender=None, logger=logging.getLogger(), **named)
+        signals.after_setup_task_logger.send(sender=None, logger=logging.getLogger(TASK_LOGGER),
+                                             **named)
 
     def import_modules(self) -> None:
         """What a worker or beat does before it starts: ``include``/``imports``, autodiscovery,

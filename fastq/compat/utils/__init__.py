@@ -1,0 +1,1 @@
+"""Celery's ``celery.utils`` names that projects import (``celery.utils.log``)."""
