@@ -58,6 +58,17 @@ class Settings(BaseModel):
     timezone: str = "UTC"  # IANA zone of crontab entries that name none
     beat_missed: Literal["skip", "once", "all"] = "skip"  # fires missed while no beat ran
     beat_lease_s: float = Field(5.0, gt=0, description="leader lease of a beat; renewed every third")
+    # -- the REST API and dashboard (fastq/web/, docs/web.md) --
+    web_token: str | None = Field(None, min_length=16, description="bearer token the web API's "
+                                  "write endpoints require; None = writes are refused unless "
+                                  "web_open_writes")
+    web_open_writes: bool = Field(False, description="with no web_token, accept writes from "
+                                  "anyone who reaches the port (only behind your own auth proxy)")
+    web_read_token: str | None = Field(None, min_length=16, description="bearer token the read "
+                                       "endpoints, the live stream and /metrics require (the "
+                                       "write token is accepted too); None = reads are open")
+    web_max_body: int = Field(1024 * 1024, ge=1024, description="largest request body in bytes "
+                              "the web API accepts (larger: 413, nothing sent)")
 
     @model_validator(mode="before")
     @classmethod
