@@ -1,12 +1,16 @@
 """The REST API (fastq/web/api.py) on a real uvicorn server, the real Redis and real workers."""
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+
 import httpx
 import orjson
 import pytest
 
 from fastq import keys
-from tests.conftest import wait_for
+from tests.conftest import ROOT, wait_for
 from tests.test_dlq import dead_task
 from tests.web_server import serve
 
@@ -63,6 +67,8 @@ def test_a_task_sent_through_the_api_runs_and_its_outcome_is_read_back(web, star
     (b'{"name": "tests.apps.basic.add", "args": [1, 2], "countdown": 1e12}', 422, "less than"),
     (b'{"name": "tests.apps.basic.add", "args": [1, 2, 3]}', 422, "arguments do not fit"),
     (b'{"name": "tests.apps.basic.add", "args": [1, 2], "retries": 3}', 422, "Extra inputs"),
+    (b'{"name": "tests.apps.basic.add", "args": [1, 2], "queue": "a b"}', 422, "pattern"),
+    (b'["tests.apps.basic.add"]', 422, "valid dictionary"),
     (b'{"name": "tests.apps.basic.echo", "args": ["' + b"x" * 2_000_000 + b'"]}', 413,
      "larger than"),
 ])
@@ -72,6 +78,41 @@ def test_bad_input_gets_a_clear_4xx_and_sends_nothing(web, r, body, status, says
     assert resp.status_code == status, resp.text
     assert says in resp.text
     assert nothing_sent(r)
+
+
+def test_a_chunked_body_above_the_limit_is_refused_too(web, r):
+    def chunks():  # no Content-Length: the limit is counted while reading
+        yield b'{"name": "tests.apps.basic.echo", "args": ["'
+        for _ in range(40):
+            yield b"x" * 65536
+        yield b'"]}'
+    resp = web.post("/api/tasks", content=chunks(),
+                    headers={**AUTH, "Content-Type": "application/json"})
+    assert resp.status_code == 413 and "web_max_body" in resp.json()["detail"]
+    assert nothing_sent(r)
+
+
+def test_fastq_web_serves_the_app_from_the_command_line(r):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "fastq", "-A", "tests.apps.basic", "web",
+                             "--port", str(port), "-l", "warning"], cwd=str(ROOT),
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        def healthy():
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/health").json()
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stderr.read()
+                return None
+        assert wait_for(healthy, timeout=20, message="fastq web to answer")["status"] == "ok"
+        refused = httpx.post(f"http://127.0.0.1:{port}/api/tasks", json={"name": ADD})
+        assert refused.status_code == 403  # no web_token configured: writes are off
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "no web_token set" in err
 
 
 def test_writes_need_the_token_and_reads_can_be_closed_separately(app, r, monkeypatch):

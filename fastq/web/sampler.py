@@ -15,7 +15,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from fastq import keys
-from fastq.dlq import DeadLetter, DeadLetters
+from fastq.dlq import DeadLetter
 from fastq.errors import BrokerUnavailable
 from fastq.web.recent import RecentTasks
 from fastq.worker.health import live_workers
@@ -81,6 +81,16 @@ class Sampler:
         self.seq += 1
         return snap
 
+    def _first_dead(self, queues: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The first DEAD_SHOWN dead letters (by queue name, oldest first), reading no more."""
+        out: list[dict[str, Any]] = []
+        for q in queues:
+            if q["dead_letters"] and len(out) < DEAD_SHOWN:
+                entries = self.app.broker.dead_letters(q["queue"], count=DEAD_SHOWN - len(out))
+                out += [dead_letter_view(DeadLetter.from_entry(q["queue"], eid, fields))
+                        for eid, fields in entries]
+        return out
+
     def _read(self) -> dict[str, Any]:
         broker = self.app.broker
         now = time.time()
@@ -107,10 +117,8 @@ class Sampler:
                               "out_per_s": round(total_out, 2)})
         records, orphans = live_workers(broker)
         self.recent.refresh(self.app)
-        dead = DeadLetters(self.app)
         return {"at": now, "queues": queues, "workers": records, "other_consumers": orphans,
-                "recent": self.recent.list(),
-                "dead_letters": [dead_letter_view(dl) for dl in dead.list(limit=DEAD_SHOWN)],
+                "recent": self.recent.list(), "dead_letters": self._first_dead(queues),
                 "dead_letter_total": sum(q["dead_letters"] for q in queues),
                 "workflows": broker.running_graphs(GRAPHS_SHOWN),
                 "throughput": list(self._history), "error": None}
