@@ -629,9 +629,7 @@ def call(ctx, app_spec, name, args_json, kwargs_json, countdown, queue):
 def web(ctx, app_spec, host, port, loglevel):
     """Serve the REST API and the live dashboard (needs fastq[web]; see docs/web.md)."""
     try:
-        import uvicorn
-
-        from fastq.web import create_app
+        from fastq.web import web_server
     except ImportError as exc:
         raise click.UsageError(f"fastq web needs the web extra: pip install 'fastq[web]' ({exc})"
                                ) from exc
@@ -640,7 +638,7 @@ def web(ctx, app_spec, host, port, loglevel):
     if app.conf.web_token is None and not app.conf.web_open_writes:
         click.echo("no web_token set: the API's write endpoints are refused (set FASTQ_WEB_TOKEN)",
                    err=True)
-    uvicorn.run(create_app(app), host=host, port=port, log_level=loglevel.lower())
+    web_server(app, host, port, loglevel.lower()).run()
 
 
 @main.command()

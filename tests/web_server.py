@@ -6,10 +6,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import uvicorn
-
 from fastq import App
-from fastq.web import create_app
+from fastq.web import web_server
 from tests.conftest import wait_for
 
 
@@ -19,8 +17,7 @@ def serve(app: App, sample_interval: float = 0.2) -> Iterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(app, sample_interval=sample_interval),
-                                           log_level="warning"))
+    server = web_server(app, port=port, log_level="warning", sample_interval=sample_interval)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -29,4 +26,5 @@ def serve(app: App, sample_interval: float = 0.2) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        assert not thread.is_alive(), "the web server did not stop"
         sock.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Annotated, Any
@@ -117,8 +117,10 @@ def _select(body: DeadSelection) -> dict[str, Any]:
 
 
 # -- the app --------------------------------------------------------------------------------
-def create_app(fq: App, *, sample_interval: float = 1.0) -> FastAPI:
-    """The web API and dashboard of ``fq`` (settings ``web_*`` are read from ``fq.conf``)."""
+def create_app(fq: App, *, sample_interval: float = 1.0,
+               stopping: Callable[[], bool] = lambda: False) -> FastAPI:
+    """The web API and dashboard of ``fq`` (settings ``web_*`` are read from ``fq.conf``);
+    live streams end once ``stopping()`` is true (the server is shutting down)."""
     conf = fq.conf
     recent = RecentTasks()
     sampler = Sampler(fq, recent, sample_interval)
@@ -298,7 +300,7 @@ def create_app(fq: App, *, sample_interval: float = 1.0) -> FastAPI:
 
         async def events() -> AsyncIterator[bytes]:
             seen = -1
-            while not await request.is_disconnected():
+            while not stopping() and not await request.is_disconnected():
                 if sampler.seq != seen:
                     seen = sampler.seq
                     yield b"data: " + _dumps(sampler.latest) + b"\n\n"
