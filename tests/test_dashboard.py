@@ -14,6 +14,7 @@ from tests.test_dlq import dead_task
 from tests.web_server import serve
 
 ADD = "tests.apps.basic.add"
+FAIL = "tests.apps.basic.fail"
 TOKEN = "dashboard-token-0123456789"
 CHROMIUM = os.environ.get("FASTQ_TEST_CHROMIUM", "/usr/bin/chromium")
 
@@ -48,6 +49,12 @@ def test_the_dashboard_shows_tasks_live_and_requeues_a_dead_letter(app, r, monke
         expect(task_row).to_be_visible()
         expect(task_row.locator(".state")).to_have_text("SUCCESS")
         expect(task_row).to_contain_text("5")
+
+        failed = httpx.post(url + "/api/tasks", json={"name": FAIL, "args": ["KeyError", "gone"]},
+                            headers={"Authorization": f"Bearer {TOKEN}"}).json()["id"]
+        failed_row = page.locator(f'#recent tr[data-id="{failed}"]')
+        expect(failed_row.locator(".state")).to_have_text("FAILURE")
+        expect(failed_row.locator("pre")).to_contain_text("KeyError")
 
         dead_row = page.locator(f'#dlq tr[data-entry="{dead_entry}"]')
         expect(dead_row).to_contain_text("unknown task")

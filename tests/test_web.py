@@ -54,6 +54,7 @@ def test_a_task_sent_through_the_api_runs_and_its_outcome_is_read_back(web, star
                       headers=AUTH).json()["id"]
     done = finished(web, failed)
     assert done["state"] == "FAILURE" and "ValueError: bad value" in done["traceback"]
+    assert done["result"] == "ValueError: bad value"
     assert web.get("/api/tasks/never-sent").json()["state"] == "PENDING"
 
 

@@ -104,6 +104,8 @@ def _check_arguments(task: Any, args: list, kwargs: dict) -> None:
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}: {value}"
     try:
         return jsonable_encoder(value)
     except (TypeError, ValueError):
