@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from fastq import keys
+from fastq import App, keys
 from tests.conftest import ROOT, wait_for
 from tests.test_dlq import dead_task
 from tests.web_server import serve
@@ -91,6 +91,16 @@ def test_a_chunked_body_above_the_limit_is_refused_too(web, r):
                     headers={**AUTH, "Content-Type": "application/json"})
     assert resp.status_code == 413 and "web_max_body" in resp.json()["detail"]
     assert nothing_sent(r)
+
+
+def test_a_broker_outage_is_reported_by_health_and_the_snapshot(r):
+    down = App("down", broker="redis://127.0.0.1:1")  # nothing listens on port 1
+    with serve(down) as url, httpx.Client(base_url=url) as web:
+        health = web.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "unavailable"
+        snap = wait_for(lambda: web.get("/api/snapshot").json()["error"], message="an error")
+        assert snap.startswith("broker unavailable")
+        assert web.get("/api/workers").status_code == 503
 
 
 def test_fastq_web_serves_the_app_from_the_command_line(r):
