@@ -50,6 +50,13 @@ def test_the_dashboard_shows_tasks_live_and_requeues_a_dead_letter(app, r, monke
         expect(task_row.locator(".state")).to_have_text("SUCCESS")
         expect(task_row).to_contain_text("5")
 
+        httpx.post(url + "/api/tasks", json={"name": ADD, "args": [1, 1], "queue": "unserved",
+                                             "priority": "high"},
+                   headers={"Authorization": f"Bearer {TOKEN}"}).raise_for_status()
+        waiting = page.locator('#queues tr[data-queue="unserved"]')
+        expect(waiting.locator('[data-priority="high"]')).to_have_text("1 (0)")
+        expect(waiting.locator('[data-priority="normal"]')).to_have_text("·")
+
         failed = httpx.post(url + "/api/tasks", json={"name": FAIL, "args": ["KeyError", "gone"]},
                             headers={"Authorization": f"Bearer {TOKEN}"}).json()["id"]
         failed_row = page.locator(f'#recent tr[data-id="{failed}"]')

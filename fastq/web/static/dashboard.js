@@ -38,17 +38,18 @@ function setStatus(text, ok) {
 }
 
 function renderQueues(queues) {
-  const rows = [];
-  for (const q of queues) {
-    for (const l of q.levels) {
-      if (!l.depth && !l.pending && !l.in_per_s && !l.out_per_s) continue;
-      const tr = row([q.queue, l.priority, l.depth, l.pending, l.oldest_age_s.toFixed(1) + " s",
-                      l.in_per_s, l.out_per_s]);
-      tr.dataset.queue = q.queue; tr.dataset.priority = l.priority;
-      rows.push(tr);
-    }
-  }
-  fill($("#queues tbody"), rows);
+  fill($("#queues tbody"), queues.map((q) => {
+    const levels = q.levels.map((l) => {
+      const cell = el("span", l.depth ? `${l.depth} (${l.pending})` : "·");
+      if (l.depth) cell.title = `oldest ${l.oldest_age_s.toFixed(1)} s; in ${l.in_per_s}/s, out ${l.out_per_s}/s`;
+      cell.dataset.priority = l.priority;
+      return cell;
+    });
+    const sum = (key) => Math.round(q.levels.reduce((acc, l) => acc + l[key], 0) * 100) / 100;
+    const tr = row([q.queue, ...levels, sum("in_per_s"), sum("out_per_s"), q.dead_letters]);
+    tr.dataset.queue = q.queue;
+    return tr;
+  }));
 }
 
 function renderWorkers(workers, others) {
