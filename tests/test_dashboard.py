@@ -9,6 +9,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
+from tests.apps.basic import add
 from tests.conftest import ROOT, wait_for
 from tests.test_dlq import dead_task
 from tests.web_server import serve
@@ -56,6 +57,12 @@ def test_the_dashboard_shows_tasks_live_and_requeues_a_dead_letter(app, r, monke
         waiting = page.locator('#queues tr[data-queue="unserved"]')
         expect(waiting.locator('[data-priority="high"]')).to_have_text("1 (0)")
         expect(waiting.locator('[data-priority="normal"]')).to_have_text("·")
+
+        # a workflow whose first step waits in "unserved"
+        (add.s(1, 2).set(queue="unserved") | add.s(3)).apply_async()
+        graphs = app.broker.running_graphs()
+        assert len(graphs) == 1
+        expect(page.locator("#workflows li")).to_have_text(graphs)
 
         failed = httpx.post(url + "/api/tasks", json={"name": FAIL, "args": ["KeyError", "gone"]},
                             headers={"Authorization": f"Bearer {TOKEN}"}).json()["id"]

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from fastq import App, keys
+from tests.apps.basic import add
 from tests.conftest import ROOT, wait_for
 from tests.test_dlq import dead_task
 from tests.web_server import serve
@@ -235,8 +236,6 @@ def test_beat_entries_are_listed_and_triggered(web, app, monkeypatch, start_work
 
 
 def test_workflows_health_metrics_and_openapi(web, app, r):
-    from tests.apps.basic import add
-
     chain = (add.s(1, 2) | add.s(3)).apply_async()
     running = web.get("/api/workflows").json()["running"]
     assert running and all(isinstance(g, str) for g in running), chain
