@@ -181,7 +181,7 @@ def _log_to(path: str) -> None:
 @click.pass_context
 def status(ctx, app_spec):
     """Queues x priorities (depth, pending, oldest age) and live workers."""
-    import msgpack
+    from fastq.worker.health import live_workers
 
     app = _resolve_app(ctx, app_spec)
     broker = app.broker
@@ -194,10 +194,9 @@ def status(ctx, app_spec):
                            f"{st.pending:>9} {st.oldest_age_ms / 1000:>9.1f}s")
     # A child's heartbeat comes from its fetch loop, so a child busy with a long task stops
     # writing it; its supervisor's health record still shows it (busy, with which task).
-    beats = {w["consumer"]: w for w in map(msgpack.unpackb, broker.workers())}
-    records = sorted(map(msgpack.unpackb, broker.health_reports()), key=lambda rec: rec["worker"])
-    children = set(beats) | {c["consumer"] for rec in records for c in rec["children"]}
-    click.echo(f"\n{len(records)} live workers, {len(children)} live worker children")
+    records, orphans = live_workers(broker)
+    children = sum(len(rec["children"]) for rec in records) + len(orphans)
+    click.echo(f"\n{len(records)} live workers, {children} live worker children")
     for rec in records:
         busy = sum(c["busy"] for c in rec["children"])
         click.echo(f"  {rec['worker']} (pid {rec['pid']} on {rec['host']}): {busy} of "
@@ -206,10 +205,10 @@ def status(ctx, app_spec):
         for child in rec["children"]:
             doing = (f"busy {child['busy_s']:.1f}s with {child['task_id']}" if child["busy"]
                      else "idle")
-            beat = beats.pop(child["consumer"], None)
+            beat = child["beat"]
             counts = f"processed {beat['processed']:<10} failed {beat['failed']:<8}" if beat else ""
             click.echo(f"    {child['consumer']:<40} {counts} {doing}")
-    for w in sorted(beats.values(), key=lambda w: w["consumer"]):  # consumers without a supervisor
+    for w in orphans:  # consumers without a supervisor
         age = time.time() - w["at"]
         click.echo(f"  {w['consumer']:<40} pid {w['pid']:<8} processed {w['processed']:<10} "
                    f"failed {w['failed']:<8} seen {age:.1f}s ago  queues {','.join(w['queues'])}")
@@ -656,6 +655,27 @@ def call(ctx, app_spec, name, args_json, kwargs_json, countdown, queue):
     res = app.send_task(name, json.loads(args_json), json.loads(kwargs_json),
                         countdown=countdown, queue=queue)
     click.echo(res.id)
+
+
+@main.command()
+@_app_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on")
+@click.option("--port", type=int, default=5555, show_default=True)
+@click.option("-l", "--loglevel", default="info", show_default=True)
+@click.pass_context
+def web(ctx, app_spec, host, port, loglevel):
+    """Serve the REST API and the live dashboard (needs fastq[web]; see docs/web.md)."""
+    try:
+        from fastq.web import web_server
+    except ImportError as exc:
+        raise click.UsageError(f"fastq web needs the web extra: pip install 'fastq[web]' ({exc})"
+                               ) from exc
+    app = _resolve_app(ctx, app_spec)
+    app.import_modules()
+    if app.conf.web_token is None and not app.conf.web_open_writes:
+        click.echo("no web_token set: the API's write endpoints are refused (set FASTQ_WEB_TOKEN)",
+                   err=True)
+    web_server(app, host, port, loglevel.lower()).run()
 
 
 @main.command()

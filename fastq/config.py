@@ -76,6 +76,17 @@ class Settings(BaseModel):
     alert_timeout_s: float = Field(5.0, gt=0, description="timeout of one webhook request")
     alert_retries: int = Field(3, ge=0, description="attempts after the first one of a webhook "
                                "that failed (exponential back-off from 0.5 s)")
+    # -- the REST API and dashboard (fastq/web/, docs/web.md) --
+    web_token: str | None = Field(None, min_length=16, description="bearer token the web API's "
+                                  "write endpoints require; None = writes are refused unless "
+                                  "web_open_writes")
+    web_open_writes: bool = Field(False, description="with no web_token, accept writes from "
+                                  "anyone who reaches the port (only behind your own auth proxy)")
+    web_read_token: str | None = Field(None, min_length=16, description="bearer token the read "
+                                       "endpoints, the live stream and /metrics require (the "
+                                       "write token is accepted too); None = reads are open")
+    web_max_body: int = Field(1024 * 1024, ge=1024, description="largest request body in bytes "
+                              "the web API accepts (larger: 413, nothing sent)")
 
     @model_validator(mode="before")
     @classmethod

@@ -579,6 +579,17 @@ def _ids(deliveries) -> list[str]:
     return [decode_message(d[3]).id if d[3] is not None else None for d in deliveries]
 
 
+def test_stats_count_entries_ever_added_for_rates(broker):
+    """``added`` only grows: finished (acked and deleted) entries stay counted (fastq/web rates)."""
+    broker.prepare(["q"])
+    assert [s.added for s in broker.stats("q")] == [0] * 5
+    broker.send_many([("q", 2, _msg(f"m{n}"), 0) for n in range(3)] + [("q", 0, _msg("x", 0), 0)])
+    broker.purge("q")
+    stats = broker.stats("q")
+    assert [(s.depth, s.added) for s in stats] == [(0, 1), (0, 0), (0, 3), (0, 0), (0, 0)]
+    assert [s.added for s in broker.stats("never-used")] == [0] * 5
+
+
 def test_send_many_send_delayed_and_promote(broker):
     broker.prepare(["q"])
     now = int(time.time() * 1000)

@@ -92,6 +92,7 @@ class StreamStats:
     depth: int  # entries in the stream (ready + pending)
     pending: int  # delivered, not yet acknowledged
     oldest_age_ms: int  # age of the oldest entry (0 when empty)
+    added: int = 0  # entries ever added to the stream (XINFO's entries-added): rates derive from it
 
 
 @dataclass(slots=True)

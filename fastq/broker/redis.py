@@ -101,6 +101,17 @@ def _no_group(exc: Exception) -> bool:
     return "NOGROUP" in text or "requires the key to exist" in text
 
 
+def _entries_added(info: object) -> int:
+    """``entries-added`` of an XINFO STREAM reply (a flat list, or a dict under RESP3); 0 for a
+    missing stream (the reply is an error) or a server before Redis 7."""
+    if isinstance(info, list):
+        info = dict(zip(info[::2], info[1::2], strict=False))
+    if isinstance(info, dict):
+        value = info.get(b"entries-added", info.get("entries-added"))
+        return value if isinstance(value, int) else 0
+    return 0
+
+
 def _pending_count(reply) -> int:
     """The count in an XPENDING summary (redis-py parses it into a dict); an error (no group
     yet) counts as none."""
@@ -1260,15 +1271,16 @@ class RedisBroker:
             pipe.xlen(key)
             pipe.execute_command("XPENDING", key, keys.GROUP)
             pipe.execute_command("XRANGE", key, "-", "+", "COUNT", 1)
+            pipe.execute_command("XINFO", "STREAM", key)
         replies = pipe.execute(raise_on_error=False)
         now = int(time.time() * 1000)
         out = []
         for level in range(keys.LEVELS):
-            depth, pending, first = replies[3 * level: 3 * level + 3]
+            depth, pending, first, info = replies[4 * level: 4 * level + 4]
             n_pending = _pending_count(pending)
             age = now - _parse_id(first[0][0])[0] if isinstance(first, list) and first else 0
             out.append(StreamStats(queue, level, depth if isinstance(depth, int) else 0,
-                                   n_pending, max(age, 0)))
+                                   n_pending, max(age, 0), _entries_added(info)))
         return out
 
     # -- dead letters ----------------------------------------------------------------------

@@ -80,3 +80,15 @@ def live_consumers(broker: Broker) -> set[str]:
     for raw in broker.health_reports():
         names.update(child["consumer"] for child in msgpack.unpackb(raw)["children"])
     return names
+
+
+def live_workers(broker: Broker) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What ``fastq status`` and the web dashboard show of the workers: (the supervisors' health
+    records by worker name, each child with its own heartbeat as ``beat`` (None while it writes
+    none, e.g. busy with a long task), the heartbeats of consumers without a supervisor)."""
+    beats = {w["consumer"]: w for w in map(msgpack.unpackb, broker.workers())}
+    records = sorted(map(msgpack.unpackb, broker.health_reports()), key=lambda rec: rec["worker"])
+    for rec in records:
+        for child in rec["children"]:
+            child["beat"] = beats.pop(child["consumer"], None)
+    return records, sorted(beats.values(), key=lambda w: w["consumer"])
