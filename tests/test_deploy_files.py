@@ -76,7 +76,9 @@ def test_compose_services_and_what_they_run():
         svc = services[name]
         assert svc["environment"]["FASTQ_BROKER_URL"] == "redis://redis:6379/0"
         assert svc["command"][:3] == ["-A", "proj", name]
-    _parses(services["beat"]["command"])
+    for name in ("worker", "beat", "web"):
+        _parses(services[name]["command"])
+    assert _option(services["web"]["command"], "--host") == "0.0.0.0"  # reachable from outside
     # the healthcheck asks about this very worker, with a command the CLI takes
     worker = services["worker"]
     check = worker["healthcheck"]["test"]
@@ -163,6 +165,8 @@ def test_k8s_beat_is_one_replica_and_web_service_reaches_web():
     service = docs["Service", "fastq-web"]["spec"]
     assert service["selector"].items() <= web["template"]["metadata"]["labels"].items()
     container = web["template"]["spec"]["containers"][0]
+    _parses(container["args"])
+    assert _option(container["args"], "--host") == "0.0.0.0"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports[service["ports"][0]["targetPort"]] == int(_option(container["args"], "--port"))
     for kind_name, doc in docs.items():  # every Deployment's selector selects its own pods
