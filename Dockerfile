@@ -1,5 +1,5 @@
 # The fastq image: the package with its web extra, and the example project (deploy/example/proj.py).
-# Build: docker build -t fastq .   Run: docker run fastq -A proj worker  (see docs/deployment.md)
+# Build: docker build -t fastq .   Run: docker run fastq -A proj worker  (see docs/deploying.md)
 FROM python:3.11-slim AS build
 # A compiler for the Cython core; only in this stage.
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \

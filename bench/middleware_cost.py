@@ -5,6 +5,7 @@
   - fastq now, with no middleware installed,
   - fastq now, with one no-op middleware (bench_fastq_mw_app.py: every per-task hook overridden),
   - fastq now, recording Prometheus metrics (``--metrics-port``, docs/metrics.md),
+  - fastq now, publishing events as well (``-E``, docs/events.md),
   - Celery 5 (the ratio the project is measured by),
 
 in alternating rounds, reporting medians and ratios:
@@ -66,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         systems = [FastqSystem(f"fastq@{args.before}", path=before), FastqSystem("fastq"),
                    FastqSystem("fastq+1 no-op middleware", app_module="bench_fastq_mw_app"),
                    FastqSystem("fastq --metrics-port", worker_args=("--metrics-port",
-                                                                    str(free_port())))]
+                                                                    str(free_port()))),
+                   FastqSystem("fastq --metrics-port -E", worker_args=(
+                       "--metrics-port", str(free_port()), "-E"))]
         if not args.no_celery:
             systems.append(CelerySystem())
         rates: dict[str, list[float]] = {s.name: [] for s in systems}
@@ -85,13 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     base = med[systems[0].name]
     print(f"drain -c 2, results ignored, median of {args.rounds} alternating rounds "
           f"(fastq n={args.n:,}, Celery n={args.celery_n:,})\n")
-    print(f"| system | tasks/s (median) | runs | vs fastq@{args.before} | vs Celery |")
-    print("|---|---:|---|---:|---:|")
+    now = med["fastq"]
+    print(f"| system | tasks/s (median) | runs | vs fastq@{args.before} | vs fastq | vs Celery |")
+    print("|---|---:|---|---:|---:|---:|")
     celery = med.get("Celery")
     for name, value in med.items():
         runs = ", ".join(f"{x:,.0f}" for x in rates[name])
         vs_celery = f"{value / celery:.1f}x" if celery else "-"
-        print(f"| {name} | {value:,.0f} | {runs} | {value / base:.3f} | {vs_celery} |")
+        print(f"| {name} | {value:,.0f} | {runs} | {value / base:.3f} | {value / now:.3f} "
+              f"| {vs_celery} |")
     return 0
 
 

@@ -703,7 +703,7 @@ def events(ctx, app_spec, dump, from_start, count, as_json, timeout):
     import json
     import time
 
-    import msgpack
+    from fastq.events.records import from_entry
 
     app = _resolve_app(ctx, app_spec)
     broker = app.broker
@@ -714,8 +714,8 @@ def events(ctx, app_spec, dump, from_start, count, as_json, timeout):
         if deadline is not None and wait_ms <= 0:
             break
         cursor, batches = broker.events_since(cursor, max(wait_ms, 1))
-        for batch in batches:
-            for event in msgpack.unpackb(batch):
+        for entry in batches:
+            for event in from_entry(entry):
                 if count is not None and seen >= count:
                     break
                 seen += 1

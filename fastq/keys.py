@@ -144,7 +144,7 @@ def group_meta(group_id: str) -> str:
 
 
 # -- events (fastq/events/): fastq's own capped stream, and Celery's channels on the same Redis
-EVENTS = "fastq:events"  # capped stream of task and worker events (field "e": msgpack of one)
+EVENTS = "fastq:events"  # capped stream of task and worker events (field "e": a JSON list of them)
 KOMBU_BINDINGS = "_kombu.binding.%s"  # kombu's set of an exchange's bindings: key, pattern, queue
 
 

@@ -19,8 +19,10 @@ Where each hook fires:
   message without running it), ``after_execute(task, message, result=None, exc=None)``,
   ``on_retry(task, message, exc, countdown)``, ``on_dead_letter(message, reason)`` (``message`` is
   None for bytes that never decoded);
-- per round: ``after_flush(child, finish)`` once a round's results and acks are written: the place
-  for a batching consumer (metrics, events) to do its I/O, rather than per task.
+- per round: ``before_flush(child, finish)`` as a round's outcomes are about to be written (what
+  it adds to ``finish.events`` goes in the same round trip, written only with them);
+  ``after_flush(child, finish)`` once they are written: the place for a batching consumer
+  (metrics, events) to do its I/O, rather than per task.
 
 A hook that raises (other than ``SkipMessage``/``DeferMessage`` in ``before_execute``) is logged by
 the worker and does not fail the task; in the producer it refuses the send.
@@ -38,7 +40,8 @@ if TYPE_CHECKING:
 
 HOOKS = ("before_send", "after_send", "worker_boot", "worker_ready", "child_init",
          "child_shutdown", "worker_shutdown", "beat_init",
-         "before_execute", "after_execute", "on_retry", "on_dead_letter", "after_flush")
+         "before_execute", "after_execute", "on_retry", "on_dead_letter", "before_flush",
+         "after_flush")
 
 
 class SkipMessage(FastqError):  # noqa: N818 - Dramatiq's and the issue's name
@@ -92,6 +95,8 @@ class Middleware:
                  countdown: float) -> None: ...
 
     def on_dead_letter(self, message: Message | None, reason: str) -> None: ...
+
+    def before_flush(self, child: Any, finish: Finish) -> None: ...
 
     def after_flush(self, child: Any, finish: Finish) -> None: ...
 

@@ -393,3 +393,36 @@ def test_implementation_switch():
                                        cwd=root, capture_output=True, text=True, check=True).stdout
     assert run({}).strip() == "cython"
     assert run({"FASTQ_PURE": "1"}).strip() == "python"
+
+
+# -- tally_runs (the metrics' per-round counting) ------------------------------------------------
+tally_cy = pytest.importorskip("fastq._core.tally", reason="Cython core not built")
+RUN_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, math.inf)
+WAIT_BOUNDS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, math.inf)
+runs_strategy = st.lists(st.tuples(
+    st.sampled_from(["a", "b"]), st.sampled_from(["q1", "q2"]),
+    st.one_of(st.just(0.0), st.floats(1.0, 1e5)), st.floats(0.0, 20.0),
+    st.one_of(st.none(), st.integers(0, 2**41).map(lambda ms: f"{ms}-{ms % 7}".encode()))),
+    max_size=60)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(runs_strategy, st.floats(-1e6, 2e9))
+def test_tally_runs_identical(raw, offset):
+    from fastq._core import tally_py
+
+    runs = [(Message(id=str(i), task=name, queue=queue), started, started + took, entry)
+            for i, (name, queue, started, took, entry) in enumerate(raw)]
+    py_stats: dict = {}
+    cy_stats: dict = {}
+    tally_py.tally_runs(runs, offset, RUN_BOUNDS, WAIT_BOUNDS, py_stats)
+    tally_cy.tally_runs(runs, offset, RUN_BOUNDS, WAIT_BOUNDS, cy_stats)
+    assert py_stats.keys() == cy_stats.keys()
+    for key, py in py_stats.items():
+        cy = cy_stats[key]
+        assert py[0] == cy[0] and py[2] == cy[2] and py[4] == cy[4] and py[6] == cy[6]
+        for i in (1, 3, 5):
+            assert math.isclose(py[i], cy[i], rel_tol=1e-9, abs_tol=1e-9)
+    assert sum(s[0] for s in py_stats.values()) == len(runs)
+    timed = sum(1 for r in runs if r[1])
+    assert sum(sum(s[2]) for s in py_stats.values()) == timed  # every timed run in one bucket

@@ -199,3 +199,37 @@ def test_dockerfile_installs_the_web_extra_and_ships_the_project():
     copied = re.findall(r"^COPY (deploy/\S+) ", text, re.M)
     assert copied and all((ROOT / c).is_file() for c in copied)
     assert 'ENTRYPOINT ["fastq"]' in text
+
+
+def test_k8s_manifests_validate_against_kubernetes_schemas():
+    """Kubernetes' own OpenAPI schemas (kubernetes-validate bundles them: nothing is pulled);
+    KEDA's ScaledObject is a custom resource, checked for the fields KEDA requires."""
+    import kubernetes_validate
+
+    checked = 0
+    for doc in _k8s().values():
+        if doc["apiVersion"].startswith("keda.sh/"):
+            spec = doc["spec"]
+            assert spec["scaleTargetRef"]["name"] in {n for k, n in _k8s() if k == "Deployment"}
+            assert spec["triggers"] and all(t["type"] == "redis-streams" for t in spec["triggers"])
+            continue
+        kubernetes_validate.validate(doc, "1.30", strict=True)  # raises on a schema error
+        checked += 1
+    assert checked >= 4  # the worker, beat and web Deployments, and the web Service
+    broken = {**_k8s()["Deployment", "fastq-worker"], "spec": {"replicas": "three"}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, "1.30", strict=True)
+
+
+def test_compose_file_passes_docker_compose_config():
+    import shutil
+    import subprocess
+
+    docker = shutil.which("docker")
+    if docker is None or subprocess.run([docker, "compose", "version"],
+                                        capture_output=True).returncode:
+        pytest.skip("docker compose is not installed here: the compose file is checked by "
+                    "the tests above only")
+    done = subprocess.run([docker, "compose", "-f", str(ROOT / "docker-compose.yml"), "config",
+                           "-q"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -11,9 +11,9 @@ import sys
 import time
 import urllib.request
 
-import msgpack
 import pytest
 
+from fastq.events.records import from_entry
 from tests.conftest import ROOT, app_fixture, wait_for
 
 app = app_fixture("tests.apps.basic")
@@ -21,7 +21,7 @@ app = app_fixture("tests.apps.basic")
 
 def _events(app) -> list[dict]:
     _cursor, batches = app.broker.events_since("0", None, count=10_000)
-    return [e for b in batches for e in msgpack.unpackb(b)]
+    return [e for b in batches for e in from_entry(b)]
 
 
 def test_task_and_worker_events_on_fastqs_stream(app, start_worker, r):
@@ -55,6 +55,28 @@ def test_task_and_worker_events_on_fastqs_stream(app, start_worker, r):
                          text=True, timeout=30)
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(lines) == 3 and all("type" in e for e in lines), out.stderr
+
+
+def test_celerys_format_goes_out_while_someone_listens(app, start_worker, r):
+    """Built only while Celery's channel has listeners: one who subscribes late gets the
+    events of the rounds after the next try (LISTEN_CHECK_S)."""
+    from fastq import keys
+    from fastq.events import wire
+    from tests.apps.basic import add
+
+    start_worker(concurrency=1, extra=["-E"])
+    assert add.delay(1, 1).get(timeout=10) == 2  # published to nobody: the worker stops trying
+    listener = r.pubsub(ignore_subscribe_messages=True)
+    listener.psubscribe(keys.celery_event_channel(app.broker.db, "*"))
+    deadline, seen = time.monotonic() + 10, []
+    while time.monotonic() < deadline and not seen:
+        sent = add.delay(2, 2)
+        sent.get(timeout=10)
+        while (message := listener.get_message(timeout=0.2)) is not None:
+            body, headers = wire.opened(message["data"])
+            seen += [e for e in body if e.get("uuid") == sent.id]
+    assert [e["type"] for e in seen] == ["task-received", "task-started", "task-succeeded"]
+    listener.close()
 
 
 def _free_port() -> int:

@@ -123,3 +123,32 @@ def test_queue_wide_metrics_come_from_one_worker(app, start_worker, r):
     assert _value(s, "celery_active_worker_count", queue_name="nobody-reads") == 0
     for samples, w in ((first, w1), (second, w2)):  # each worker reports its own pool
         assert _value(samples, "celery_worker_up", hostname=w.name) == 1
+
+
+def test_outcome_counters_sum_exactly_across_two_workers_of_two_children(app, start_worker, r):
+    """The acceptance check: succeeded, failed and retried sum to exactly what happened."""
+    from tests.apps.basic import add, fail, retry_once
+
+    (w1, port1), (w2, port2) = _start(start_worker), _start(start_worker)
+    results = [add.delay(i, i) for i in range(200)] + [fail.delay("KeyError") for _ in range(30)]
+    results += [retry_once.delay() for _ in range(20)]
+    for res in results:
+        res.get(timeout=30, propagate=False)
+
+    def total(samples_list, metric, name):
+        return sum(v for s in samples_list for (m, labels), v in s.items()
+                   if m == metric and dict(labels).get("name") == name)
+
+    def settled():
+        both = [_scrape(port1), _scrape(port2)]
+        done = total(both, "celery_task_succeeded_total", retry_once.name)
+        return both if done == 20 and total(both, "celery_task_succeeded_total",
+                                           add.name) == 200 else None
+
+    both = wait_for(settled, 15, message="every outcome flushed into the metrics")
+    assert total(both, "celery_task_failed_total", fail.name) == 30
+    assert total(both, "celery_task_retried_total", retry_once.name) == 20
+    assert total(both, "celery_task_failed_total", add.name) == 0
+    hosts = {dict(labels)["hostname"] for s in both for (m, labels), v in s.items()
+             if m == "celery_task_succeeded_total" and v}
+    assert hosts == {w1.name, w2.name}  # both workers ran some

@@ -4,6 +4,7 @@ kept. The gate runs are real pytest runs of bench/test_gates.py in a subprocess.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -17,10 +18,12 @@ from tests.conftest import ROOT
 SEND_ONE = "bench/test_gates.py::test_send_one"
 
 
-def _gate_run(*options: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", SEND_ONE,
+def _gate_run(*options: str, gate: str = SEND_ONE, env: dict | None = None,
+              ) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", gate,
            "--fastq-gate-tasks", "200", "--fastq-gate-rounds", "1", *options]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
 
 
 def test_a_gate_records_its_share_and_fails_below_the_baseline(tmp_path):
@@ -44,6 +47,18 @@ def test_a_gate_records_its_share_and_fails_below_the_baseline(tmp_path):
     dropped = _gate_run("--fastq-gate-baseline", str(better))
     assert dropped.returncode == 1
     assert "GateFailed" in dropped.stdout and "below the baseline's" in dropped.stdout
+
+
+def test_the_drain_gate_fails_on_a_deliberate_slowdown(tmp_path):
+    """A baseline from a normal drain; the same gate with every task slowed by 2 ms fails."""
+    gate = "bench/test_gates.py::test_drain_c2"
+    saved = tmp_path / "drain.json"
+    normal = _gate_run("--benchmark-json", str(saved), gate=gate)
+    assert normal.returncode == 0, normal.stdout + normal.stderr
+    slowed = _gate_run("--fastq-gate-baseline", str(saved), gate=gate,
+                       env={"FASTQ_GATE_SLOWDOWN_MS": "2"})
+    assert slowed.returncode == 1, slowed.stdout + slowed.stderr
+    assert "GateFailed" in slowed.stdout and "below the baseline's" in slowed.stdout
 
 
 def test_a_baseline_that_is_not_benchmark_json_is_a_clear_usage_error(tmp_path):

@@ -70,6 +70,8 @@ class Finish:
     # workflow nodes run in the batch of their predecessor, never sent: (queue, graph, node, marker
     # TTL ms), marked sent so nothing sends them (fastq/workflows/handoff.py)
     ran_here: list[tuple[str, str, str, int]] = field(default_factory=list)
+    # entries for fastq's event stream, written in the round's transaction: (fields, max length)
+    events: list[tuple[dict[str, bytes | str | int | float], int]] = field(default_factory=list)
 
     def ack(self, stream_key: str, entry_id: bytes | None) -> None:
         if entry_id is None:  # run in its predecessor's batch: no entry of its own
@@ -259,13 +261,14 @@ class Control(Protocol):
     def release_unique(self, key: str, task_id: str) -> None:
         """Give a uniqueness key back, if ``task_id`` still holds it."""
 
-    def publish_events(self, entry: bytes, maxlen: int, celery_message: bytes,
-                       routing_key: str) -> None:
-        """A batch of events on fastq's stream and, in Celery's format, on Celery's channel."""
+    def publish_events(self, entry: dict[str, Any] | None, maxlen: int,
+                       celery_message: bytes | None, routing_key: str) -> int:
+        """A batch of events on fastq's stream and, when given, in Celery's format on Celery's
+        channel; how many listened there."""
 
     def events_since(self, cursor: str, block_ms: int | None, count: int = 1000,
-                     ) -> tuple[str, list[bytes]]:
-        """(new cursor, entries) of fastq's event stream after ``cursor`` ("$": from now)."""
+                     ) -> tuple[str, list[dict[bytes, bytes]]]:
+        """(new cursor, entries' fields) of fastq's event stream after ``cursor``."""
 
     def celery_mailbox(self) -> Any:
         """A pub/sub subscription to Celery's remote-control broadcasts."""

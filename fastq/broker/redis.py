@@ -774,6 +774,9 @@ class RedisBroker:
             _queue_script(pipe, self._release, [keys.unique(unique_key)], [owner], inline=True)
         for queue, dag_id, node_id, ttl_ms in done.ran_here:  # before the graph lists them
             cmd("SET", keys.node_sent(queue, dag_id, node_id), b"1", "PX", ttl_ms)
+        for fields, maxlen in done.events:  # written with the outcomes they tell of, or not at all
+            cmd("XADD", keys.EVENTS, "MAXLEN", "~", maxlen, "*",
+                *[x for kv in fields.items() for x in kv])
         graphs = self._complete_nodes(pipe, done.nodes, result_ttl_ms,
                                       inline=not self._preloaded)
         for skey, ids in done.acks.items():
@@ -1206,17 +1209,21 @@ class RedisBroker:
     def db(self) -> int:
         return int(self.client.connection_pool.connection_kwargs.get("db", 0) or 0)
 
-    def publish_events(self, entry: bytes, maxlen: int, celery_message: bytes,
-                       routing_key: str) -> None:
-        """A batch of events: one entry on fastq's capped stream, one Celery event message on
-        Celery's channel for ``routing_key``, in one round trip."""
+    def publish_events(self, entry: dict[str, Any] | None, maxlen: int,
+                       celery_message: bytes | None, routing_key: str) -> int:
+        """A batch of events: when given, one entry on fastq's capped stream (``maxlen``
+        entries, about) and one Celery event message on Celery's channel for ``routing_key``,
+        in one round trip. Returns how many listened on Celery's channel (0: not published)."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.xadd(keys.EVENTS, {"e": entry}, maxlen=maxlen, approximate=True)
-        pipe.publish(keys.celery_event_channel(self.db, routing_key), celery_message)
-        pipe.execute()
+        if entry is not None:
+            pipe.xadd(keys.EVENTS, entry, maxlen=maxlen, approximate=True)
+        if celery_message is not None:
+            pipe.publish(keys.celery_event_channel(self.db, routing_key), celery_message)
+        replies = pipe.execute()
+        return replies[-1] if celery_message is not None else 0
 
     def events_since(self, cursor: str, block_ms: int | None, count: int = 1000,
-                     ) -> tuple[str, list[bytes]]:
+                     ) -> tuple[str, list[dict[bytes, bytes]]]:
         """Entries of fastq's event stream after ``cursor`` ("$": from now on)."""
         if cursor == "$":  # pinned to the last entry, so that nothing between two calls is missed
             last = self.client.xrevrange(keys.EVENTS, count=1)
@@ -1225,7 +1232,7 @@ class RedisBroker:
         if not reply:
             return cursor, []
         entries = reply[0][1]
-        return entries[-1][0].decode(), [fields[b"e"] for _id, fields in entries]
+        return entries[-1][0].decode(), [fields for _id, fields in entries]
 
     def celery_mailbox(self) -> Any:
         """A pub/sub subscription to Celery's remote-control broadcasts (``app.control``)."""

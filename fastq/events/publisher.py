@@ -6,132 +6,154 @@ import os
 import platform
 import threading
 import time
-import traceback
-from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
+import orjson
 import structlog
 
 from fastq import __version__
-from fastq._core import unpack_body
 from fastq.errors import Ignore, Reject
-from fastq.events import wire
+from fastq.events import records, wire
 from fastq.middleware import Middleware, SkipMessage
 
 log = structlog.get_logger("fastq.events")
-REPR_MAX = 1024  # as Celery's argsrepr / resultrepr
+LISTEN_CHECK_S = 2.0  # with nobody on Celery's channel, how often a round tries it again
 BACKLOG_MAX = 10_000  # events kept for the next round while Redis refuses them
 HEARTBEAT_S = 2.0  # Celery's worker heartbeat frequency (Flower expects about this)
 
 
-def _iso(ms: int) -> str | None:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat() if ms else None
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= REPR_MAX else text[:REPR_MAX - 3] + "..."
-
-
 class Events:
-    """A process's outgoing events, published in batches."""
+    """A process's outgoing events (the supervisor's worker events), published in batches:
+    JSON on fastq's stream, and in Celery's format on Celery's channel."""
 
     def __init__(self, app: Any, hostname: str):
         self.app = app
         self.hostname = hostname
         self.clock = wire.Clock()
+        self.pid = os.getpid()
+        self.utcoffset = wire.utcoffset()
         self.pending: list[dict[str, Any]] = []
 
     def add(self, kind: str, timestamp: float | None = None, **fields: Any) -> None:
-        self.pending.append(wire.event(kind, self.hostname, self.clock, timestamp, **fields))
+        self.pending.append({"hostname": self.hostname, "utcoffset": self.utcoffset,
+                             "pid": self.pid, "clock": self.clock.tick(), **fields,
+                             "timestamp": timestamp or time.time(), "type": kind})
 
-    def publish(self, broker: Any, group: str = "task") -> None:
+    def publish(self, broker: Any, group: str = "worker") -> None:
         if not self.pending:
             return
         batch = self.pending
         try:
-            broker.publish_events(msgpack.packb(batch, default=repr),
-                                  self.app.settings.events_maxlen,
-                                  wire.envelope(batch, wire.EVENT_EXCHANGE, f"{group}.multi",
-                                                {"hostname": self.hostname}),
-                                  f"{group}.multi")
-        except Exception as exc:  # noqa: BLE001 - kept for the next round, never fatal
+            broker.publish_events(
+                {"e": orjson.dumps(batch, default=repr)}, self.app.settings.events_maxlen,
+                wire.envelope(batch, wire.EVENT_EXCHANGE, f"{group}.multi",
+                              {"hostname": self.hostname}), f"{group}.multi")
+        except Exception as exc:  # noqa: BLE001 - kept for the next try, never fatal
             if len(batch) > BACKLOG_MAX:
-                log.warning("events dropped: Redis refuses them", count=len(batch) - BACKLOG_MAX,
-                            error=str(exc))
+                log.warning("events dropped: Redis refuses them", error=str(exc),
+                            count=len(batch) - BACKLOG_MAX)
                 del batch[:len(batch) - BACKLOG_MAX]
             return
         self.pending = []
+        self.utcoffset = wire.utcoffset()
 
 
 class TaskEvents(Middleware):
-    """A child's task events (Celery's types and fields), published after each round."""
+    """A child's task events (Celery's types and fields). A run costs one append as it ends.
+    The round's runs go, compact (fastq/events/records.py), into the transaction that writes
+    their outcomes (``before_flush``: ``Finish.events``), so the stream tells of exactly the
+    outcomes written. Celery's format (every event a dict, JSON in a kombu envelope) costs
+    several times the run itself, so it is built only while someone listens on Celery's
+    channel: a publish learns how many did, and with none the next try is ``LISTEN_CHECK_S``
+    later (Flower, subscribing then, sees events from then on, as with Celery's pub/sub)."""
 
     def __init__(self, app: Any):
         self.app = app
-        self.events: Events | None = None
         self._broker: Any = None
-        self._started: dict[str, float] = {}
+        self._child: Any = None
+        self._hostname = ""
+        self._pid = 0
+        self._clock = 0
+        self._runs: list[list] = []  # this round's runs, compact
+        self._written: list[tuple[int, list[list]]] = []  # (first clock, runs) now in Finishes
+        self._to_epoch = time.time() - time.monotonic()
+        self._utcoffset = wire.utcoffset()
         self._retrying: str | None = None
+        self._listened = True  # someone took the last Celery message (assumed at first)
+        self._next_try = 0.0
         self._accept_pickle = "pickle" in app.settings.accept_content
 
     def child_init(self, child: Any) -> None:
-        self.events = Events(self.app, child.consumer.rsplit(":", 1)[0])
         self._broker = child.broker
-
-    def before_execute(self, task: Any, message: Any) -> None:
-        self._started[message.id] = time.time()
+        self._child = child
+        self._hostname = child.consumer.rsplit(":", 1)[0]
+        self._pid = os.getpid()
 
     def on_retry(self, task: Any, message: Any, exc: BaseException, countdown: float) -> None:
         self._retrying = message.id
 
     def after_execute(self, task: Any, message: Any, result: Any = None,
                       exc: BaseException | None = None) -> None:
-        events = self.events
-        if events is None:
-            return
-        now = time.time()
-        started = self._started.pop(message.id, now)
-        try:
-            args, kwargs = unpack_body(message.body, message.codec, message.compressed,
-                                       self._accept_pickle)
-        except Exception:  # noqa: BLE001 - shown as unknown
-            args, kwargs = "?", "?"
-        uuid = message.id
-        events.add("task-received", started, uuid=uuid, name=message.task, args=_short(args),
-                   kwargs=_short(kwargs), root_id=message.root_id or uuid,
-                   parent_id=message.parent_id, retries=message.attempt,
-                   eta=_iso(message.eta_ms), expires=_iso(message.expires_ms),
-                   routing_key=message.queue, queue=message.queue)
-        if isinstance(exc, SkipMessage):
-            events.add("task-revoked", now, uuid=uuid, terminated=False, signum=None,
-                       expired=exc.reason == "expired")
-            return
-        events.add("task-started", started, uuid=uuid)
+        """The run, compact (fastq/events/records.py), with epoch times from the monotonic
+        clock (its offset taken once a round)."""
+        offset = self._to_epoch
+        started = 0.0 if task.is_async or self._child is None else \
+            self._child.task_started + offset
         if exc is None:
-            events.add("task-succeeded", now, uuid=uuid, result=_short(result),
-                       runtime=now - started)
-        elif self._retrying == uuid:
-            self._retrying = None
-            events.add("task-retried", now, uuid=uuid, exception=_short(exc),
-                       traceback=_traceback(exc))
-        elif isinstance(exc, Reject):
-            events.add("task-rejected", now, uuid=uuid, requeue=False)
-        elif not isinstance(exc, Ignore):
-            events.add("task-failed", now, uuid=uuid, exception=_short(exc),
-                       traceback=_traceback(exc))
+            outcome = "task-succeeded"
+            text = repr(result)
+            info: Any = text if len(text) <= records.REPR_MAX else records.cut(text)
+        else:
+            if isinstance(exc, SkipMessage):
+                outcome, started = "task-revoked", 0.0
+            elif self._retrying == message.id:
+                self._retrying = None
+                outcome = "task-retried"
+            elif isinstance(exc, Reject):
+                outcome = "task-rejected"
+            elif isinstance(exc, Ignore):
+                outcome = None
+            else:
+                outcome = "task-failed"
+            info = records.detail(outcome, exc, result)
+        self._runs.append([message.id, message.task, message.queue, outcome, started,
+                           time.monotonic() + offset, message.root_id, message.parent_id,
+                           message.attempt, message.eta_ms, message.expires_ms, message.body,
+                           message.codec, message.compressed, info])
+
+    def before_flush(self, child: Any, finish: Any) -> None:
+        if not self._runs:
+            return
+        runs, self._runs = self._runs, []
+        finish.events.append(({"h": self._hostname, "p": self._pid, "o": self._utcoffset,
+                               "c": self._clock, "r": msgpack.packb(runs, default=repr)},
+                              max(10, self.app.settings.events_maxlen // len(runs))))
+        self._written.append((self._clock, runs))
+        self._clock += 3 * len(runs)  # clocks only need to grow: three a run
 
     def after_flush(self, child: Any, finish: Any) -> None:
-        if self.events is not None:
-            self.events.publish(self._broker)
+        self._to_epoch = time.time() - time.monotonic()
+        if not self._written:
+            return
+        written, self._written = self._written, []
+        now = time.monotonic()
+        if not (self._listened or now >= self._next_try):
+            return
+        batch = [e for clock, runs in written for e in records.expand(
+            runs, self._hostname, self._pid, self._utcoffset, clock, self._accept_pickle)]
+        try:
+            listeners = self._broker.publish_events(
+                None, 0, wire.envelope(batch, wire.EVENT_EXCHANGE, "task.multi",
+                                       {"hostname": self._hostname}), "task.multi")
+        except Exception as exc:  # noqa: BLE001 - pub/sub: nobody is owed a missed message
+            log.warning("could not publish Celery events", error=str(exc))
+            return
+        self._listened, self._next_try = listeners > 0, now + LISTEN_CHECK_S
+        self._utcoffset = wire.utcoffset()  # once a round: it changes with daylight saving
 
     def child_shutdown(self, child: Any) -> None:
         self.after_flush(child, None)
-
-
-def _traceback(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
 class WorkerEvents(Middleware):

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 import uuid
 from typing import Any
+
+import orjson
 
 EVENT_EXCHANGE = "celeryev"
 PIDBOX_EXCHANGE = "celery.pidbox"
@@ -16,13 +17,20 @@ PIDBOX_EXCHANGE = "celery.pidbox"
 
 def envelope(body: Any, exchange: str, routing_key: str, headers: dict[str, Any],
              delivery_mode: int = 1) -> bytes:
-    return json.dumps({
-        "body": base64.b64encode(json.dumps(body, default=repr).encode()).decode(),
+    return encoded_envelope(orjson.dumps(body, default=repr), exchange, routing_key, headers,
+                            delivery_mode)
+
+
+def encoded_envelope(body: bytes, exchange: str, routing_key: str, headers: dict[str, Any],
+                     delivery_mode: int = 1) -> bytes:
+    """An envelope around a body already encoded as JSON."""
+    return orjson.dumps({
+        "body": base64.b64encode(body).decode(),
         "content-encoding": "utf-8", "content-type": "application/json", "headers": headers,
         "properties": {"delivery_mode": delivery_mode,
                        "delivery_info": {"exchange": exchange, "routing_key": routing_key},
                        "priority": 0, "body_encoding": "base64",
-                       "delivery_tag": str(uuid.uuid4())}}).encode()
+                       "delivery_tag": str(uuid.uuid4())}})
 
 
 def opened(data: bytes) -> tuple[Any, dict[str, Any]]:
@@ -51,9 +59,3 @@ class Clock:
     def tick(self) -> int:
         self.value += 1
         return self.value
-
-
-def event(kind: str, hostname: str, clock: Clock, timestamp: float | None = None,
-          **fields: Any) -> dict[str, Any]:
-    return {"hostname": hostname, "utcoffset": utcoffset(), "pid": os.getpid(),
-            "clock": clock.tick(), **fields, "timestamp": timestamp or time.time(), "type": kind}

@@ -11,8 +11,8 @@ TASK_LABELS = ("name", "hostname", "queue_name")
 EVENTS = ("task-sent", "task-received", "task-started", "task-succeeded", "task-failed",
           "task-rejected", "task-revoked", "task-retried")
 BUCKETS = Histogram.DEFAULT_BUCKETS  # celery-exporter's default
-WAIT_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900,
-                3600, float("inf"))
+WAIT_BUCKETS = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+                3600.0, float("inf"))
 
 
 ENGINE = {  # what a child counts besides tasks (fastq/worker/child.py engine_counts)

@@ -1,18 +1,20 @@
-"""What a worker child counts: per task into plain dicts, into the metric families per round.
+"""What a worker child counts: per task one append, into the metric families per round.
 
 A prometheus-client increment in multiprocess mode takes a lock and writes an mmap'd file (about
-a microsecond); a fastq no-op task costs a few. So a task here only bumps dict entries and its
-histogram bucket counts, and ``after_flush`` (once a round's outcomes are written) adds them to
-the families, one increment per label set and bucket.
+a microsecond); a fastq no-op task costs a few. So a successful run here is one list append (its
+message, start, end and entry id); ``after_flush`` (once a round's outcomes are written) counts
+and buckets the round's runs in the Cython core (``fastq._core.tally_runs``) and adds them to the
+families, one increment per label set and bucket. Other outcomes (rare on a hot path) are
+counted as they happen.
 """
 from __future__ import annotations
 
 import socket
 import time
-from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
 from fastq import states
+from fastq._core import tally_runs
 from fastq.errors import Ignore, Reject
 from fastq.metrics import families
 from fastq.middleware import Middleware, SkipMessage
@@ -33,20 +35,21 @@ class _Observations:
         self.bounds = bounds
         self.pending: dict[tuple, list] = {}
 
-    def add(self, labels: tuple, value: float) -> None:
+    def merge(self, labels: tuple, total: float, counts: list[int]) -> None:
+        if not any(counts):
+            return
         entry = self.pending.get(labels)
         if entry is None:
-            entry = self.pending[labels] = [0.0, [0] * len(self.bounds)]
-        entry[0] += value
-        entry[1][bisect_left(self.bounds, value)] += 1
+            self.pending[labels] = [total, list(counts)]
+            return
+        entry[0] += total
+        entry[1] = [a + b for a, b in zip(entry[1], counts, strict=True)]
 
     def regrouped(self, relabel: Any) -> _Observations:
         """The same observations under other labels (several label sets may merge into one)."""
         out = _Observations(self.bounds)
         for labels, (total, counts) in self.pending.items():
-            entry = out.pending.setdefault(relabel(*labels), [0.0, [0] * len(self.bounds)])
-            entry[0] += total
-            entry[1] = [a + b for a, b in zip(entry[1], counts, strict=True)]
+            out.merge(relabel(*labels), total, counts)
         return out
 
     def write(self, histogram: Any) -> None:
@@ -72,10 +75,11 @@ class TaskMetrics(Middleware):
         self._families: families.Families | None = None
         self._counts: dict[tuple, int] = {}  # (name, queue, outcome, exception) -> n
         self._seen: set[tuple[str, str]] = set()  # (name, queue) with every counter shown
-        self._runtime = _Observations(tuple(families.BUCKETS))
+        self._runtime = _Observations(tuple(float(b) for b in families.BUCKETS))
         self._wait = _Observations(families.WAIT_BUCKETS)
         self._latency = _Observations(families.WAIT_BUCKETS)
-        self._started: dict[str, tuple[float, float]] = {}  # task id -> (start, enqueued at)
+        # successes not yet counted: (message, started, ended (time.monotonic()), entry id)
+        self._succeeded: list[tuple[Message, float, float, bytes | None]] = []
         self._retrying: str | None = None
         self._child: Any = None
         self._engine_written: dict[str, int] = {}  # Child.engine_counts already written
@@ -96,21 +100,18 @@ class TaskMetrics(Middleware):
         self.families.counters["task-sent"].labels(message.task, self.hostname,
                                                    message.queue).inc()
 
-    def before_execute(self, task: Any, message: Message) -> None:
-        now = time.time()
-        entry = self._child.current_entry if self._child is not None else None
-        self._started[message.id] = (now, int(entry.split(b"-", 1)[0]) / 1000.0 if entry else 0.0)
-
     def on_retry(self, task: Any, message: Message, exc: BaseException, countdown: float) -> None:
         self._retrying = message.id
 
     def after_execute(self, task: Any, message: Message, result: Any = None,
                       exc: BaseException | None = None) -> None:
-        name, queue = message.task, message.queue
-        started, enqueued = self._started.pop(message.id, (0.0, 0.0))
+        """A success costs one append; it is counted and timed at the flush."""
+        child = self._child
         if exc is None:
-            outcome, exception = "task-succeeded", ""
-        elif isinstance(exc, SkipMessage):  # a step said no: it never started
+            self._succeeded.append((message, 0.0 if task.is_async else child.task_started,
+                                    time.monotonic(), child.current_entry))
+            return
+        if isinstance(exc, SkipMessage):  # a step said no: it never started
             outcome, exception = (REVOKED if exc.state == states.REVOKED else SKIPPED), ""
         elif self._retrying == message.id:
             self._retrying = None
@@ -121,16 +122,8 @@ class TaskMetrics(Middleware):
             outcome, exception = IGNORED, ""
         else:
             outcome, exception = "task-failed", type(exc).__name__
-        key = (name, queue, outcome, exception)
-        counts = self._counts
-        counts[key] = counts.get(key, 0) + 1
-        if started:
-            now = time.time()
-            if exc is None:
-                self._runtime.add((name, self.hostname, queue), now - started)
-            if enqueued:
-                self._wait.add((name, queue), max(started - enqueued, 0.0))
-                self._latency.add((name, queue), max(now - enqueued, 0.0))
+        key = (message.task, message.queue, outcome, exception)
+        self._counts[key] = self._counts.get(key, 0) + 1
 
     def after_flush(self, child: Any, finish: Any) -> None:
         self.flush()
@@ -147,10 +140,27 @@ class TaskMetrics(Middleware):
                 self.families.engine[key].labels(self.hostname).inc(delta)
                 written[key] = value
 
+    def _count_successes(self) -> None:
+        """Count and time the round's successes (fastq/_core/tally.pyx): a run's epoch start is
+        its monotonic start moved by the clocks' offset now."""
+        succeeded, self._succeeded = self._succeeded, []
+        stats: dict[tuple[str, str], list] = {}
+        tally_runs(succeeded, time.time() - time.monotonic(), self._runtime.bounds,
+                   self._wait.bounds, stats)
+        counts, host = self._counts, self.hostname
+        for (name, queue), (n, run_sum, runs, wait_sum, waits, lat_sum, lats) in stats.items():
+            key = (name, queue, "task-succeeded", "")
+            counts[key] = counts.get(key, 0) + n
+            self._runtime.merge((name, host, queue), run_sum, runs)
+            self._wait.merge((name, queue), wait_sum, waits)
+            self._latency.merge((name, queue), lat_sum, lats)
+
     def flush(self) -> None:
         """Write what was counted since the last flush into the families."""
         if self._child is not None:
             self._write_engine(self._child.engine_counts)
+        if self._succeeded:
+            self._count_successes()
         if not (self._counts or self._runtime.pending or self._wait.pending):
             return
         fam, host = self.families, self.hostname

@@ -98,6 +98,7 @@ class Child:
         self._interrupted = False  # a broker error cut a round short (see run_once)
         self.current_stream = ""  # the stream of the delivery being run (for the steps)
         self.current_entry: bytes | None = None  # ... and its entry id (None: a chain step)
+        self.task_started = 0.0  # time.monotonic() as the running sync task started
         self._queues: dict[str, str] = {}  # stream key -> its queue
         self._loop: asyncio.AbstractEventLoop | None = None
         self._async_batch: list[tuple[Task, Message, tuple, dict, Delivery]] = []
@@ -247,6 +248,8 @@ class Child:
         """:meth:`flush` and the next read in one round trip (not blocking: an empty read is
         followed by a blocking fetch in the next round)."""
         done, counts = self._done, self._read_counts()
+        if self.hooks.before_flush:
+            self._call_hooks(self.hooks.before_flush, self, done)
         if done.nodes:
             self._hand_off(done)
         release = self._release
@@ -574,8 +577,8 @@ class Child:
         call_hooks(hooks, *args, log=self._log)
 
     def _begin(self, msg: Message, skey: str, entry_id: bytes) -> None:
+        now = self.task_started = time.monotonic()  # for the hooks that time a run (metrics)
         if self.slots is not None:
-            now = time.monotonic()
             deadline = now + msg.hard_limit_ms / 1000.0 if msg.hard_limit_ms else 0.0
             self.slots.begin(self.slot, now, deadline, entry_id, skey, msg.id, now)
 
@@ -649,6 +652,8 @@ class Child:
         the round trip of the next fetch (``run_once``'s way: no round trip of their own)."""
         if self._done:
             done = self._done
+            if self.hooks.before_flush:
+                self._call_hooks(self.hooks.before_flush, self, done)
             steps = self.broker.finish(done, self.result_ttl_ms)
             self._done = Finish()
             self._settled(done, steps)
