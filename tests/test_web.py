@@ -59,6 +59,30 @@ def test_a_task_sent_through_the_api_runs_and_its_outcome_is_read_back(web, star
     assert web.get("/api/tasks/never-sent").json()["state"] == "PENDING"
 
 
+def test_recent_tasks_include_those_the_workers_events_tell_of(web, start_worker):
+    """Tasks sent elsewhere (not through the API) show up, with their outcome, once workers
+    run with -E."""
+    from tests.apps.basic import fail
+
+    start_worker(concurrency=1, extra=["-E"])
+    web.get("/api/snapshot")  # the server follows the event stream from now on
+    ok, bad = add.delay(20, 1), fail.delay("KeyError", "no such key")
+    assert ok.get(timeout=10) == 21
+    bad.get(timeout=10, propagate=False)
+
+    def both():
+        recent = {t["id"]: t for t in web.get("/api/snapshot").json()["recent"]}
+        if recent.get(ok.id, {}).get("state") == "SUCCESS" and \
+                recent.get(bad.id, {}).get("state") == "FAILURE":
+            return recent
+        return None
+
+    recent = wait_for(both, 15, message="the tasks in the dashboard's recent list")
+    assert recent[ok.id]["name"] == ADD and recent[ok.id]["result"] == "21"
+    assert recent[ok.id]["queue"] == "default"
+    assert "KeyError" in recent[bad.id]["result"] and "Traceback" in recent[bad.id]["traceback"]
+
+
 @pytest.mark.parametrize("body, status, says", [
     (b'{"name": "tests.apps.basic.nope"}', 422, "unknown task"),
     (b'{"name": "tests.apps.basic.add", "args": [1', 422, "JSON"),

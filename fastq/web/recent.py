@@ -1,6 +1,7 @@
-"""The tasks submitted through the web API (and beat entries it triggered), newest first, with
-their latest state. fastq keeps no global task log, so this is what the dashboard's "recent tasks"
-shows (docs/web.md); failures elsewhere show up as dead letters."""
+"""The dashboard's recent tasks, newest first, with their latest state: those submitted through
+the web API (and beat entries it triggered), and, while workers run with ``-E``, every task their
+events tell of (fastq's event stream, fastq/events/), failures with their tracebacks
+(docs/web.md)."""
 from __future__ import annotations
 
 import threading
@@ -9,11 +10,16 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from fastq import states
+from fastq.events.records import from_entry
 
 if TYPE_CHECKING:
     from fastq.app import App
 
 PREVIEW_CHARS = 200  # a result is shown as a repr cut to this length
+EVENT_STATES = {"task-received": states.RECEIVED, "task-started": states.STARTED,
+                "task-succeeded": states.SUCCESS, "task-failed": states.FAILURE,
+                "task-retried": states.RETRY, "task-revoked": states.REVOKED,
+                "task-rejected": states.REJECTED}
 
 
 class RecentTasks:
@@ -21,6 +27,7 @@ class RecentTasks:
         self.size = size
         self._tasks: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
+        self._cursor = "$"  # fastq's event stream, followed from when the server started
 
     def add(self, task_id: str, name: str, queue: str) -> None:
         with self._lock:
@@ -30,6 +37,38 @@ class RecentTasks:
             self._tasks.move_to_end(task_id, last=False)
             while len(self._tasks) > self.size:
                 self._tasks.popitem()
+
+    def follow(self, app: App) -> None:
+        """Take in the workers' task events since the last call (none without ``-E``)."""
+        self._cursor, entries = app.broker.events_since(self._cursor, None, count=1000)
+        for fields in entries:
+            for event in from_entry(fields):
+                state = EVENT_STATES.get(event.get("type"))
+                if state is not None:
+                    self._take(event, state)
+
+    def _take(self, event: dict[str, Any], state: str) -> None:
+        task_id = event["uuid"]
+        with self._lock:
+            task = self._tasks.get(task_id)
+            if task is None:
+                if event["type"] != "task-received":
+                    return  # received before the server followed the stream
+                task = self._tasks[task_id] = {
+                    "id": task_id, "name": event["name"], "queue": event.get("queue"),
+                    "submitted_at": event["timestamp"], "state": state, "result": None,
+                    "traceback": None}
+                self._tasks.move_to_end(task_id, last=False)
+                while len(self._tasks) > self.size:
+                    self._tasks.popitem()
+            if task["state"] in states.READY_STATES:
+                return
+            task["state"] = state
+            if "result" in event:
+                task["result"] = event["result"][:PREVIEW_CHARS]
+            if "exception" in event:
+                task["result"] = event["exception"][:PREVIEW_CHARS]
+                task["traceback"] = event.get("traceback")
 
     def refresh(self, app: App) -> None:
         """Read the state of each task not finished yet (finished ones do not change)."""

@@ -116,6 +116,7 @@ class Sampler:
         self._history.append({"at": now, "in_per_s": round(total_in, 2),
                               "out_per_s": round(total_out, 2)})
         records, orphans = live_workers(broker)
+        self.recent.follow(self.app)
         self.recent.refresh(self.app)
         return {"at": now, "queues": queues, "workers": records, "other_consumers": orphans,
                 "recent": self.recent.list(), "dead_letters": self._first_dead(queues),
