@@ -32,7 +32,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fastq import states
-from fastq.errors import FastqError
+from fastq.errors import FastqError, Ignore, Reject
 
 if TYPE_CHECKING:
     from fastq.broker.base import Finish
@@ -115,6 +115,27 @@ class Hooks:
                                       if getattr(type(m), name, base) is not base))
 
 
+SKIPPED = "skipped"  # run_event: a step skipped the message without REVOKED: no outcome event
+IGNORED = "ignored"  # run_event: the task raised Ignore: it ran, no outcome event
+
+
+def run_event(exc: BaseException | None, retried: bool) -> str:
+    """The Celery event type that ends a run ``after_execute`` reports (``exc`` as given;
+    ``retried``: ``on_retry`` saw this message just before), or :data:`SKIPPED` /
+    :data:`IGNORED` for a run that has none."""
+    if exc is None:
+        return "task-succeeded"
+    if isinstance(exc, SkipMessage):  # a step said no: it never started
+        return "task-revoked" if exc.state == states.REVOKED else SKIPPED
+    if retried:
+        return "task-retried"
+    if isinstance(exc, Reject):
+        return "task-rejected"
+    if isinstance(exc, Ignore):
+        return IGNORED
+    return "task-failed"
+
+
 def call_hooks(hooks: tuple, *args: Any, log: Any) -> None:
     """Run worker-side hooks in order; one that raises is logged on ``log`` (a structlog logger)
     and neither fails the task nor stops the worker."""
@@ -125,4 +146,5 @@ def call_hooks(hooks: tuple, *args: Any, log: Any) -> None:
             log.exception("middleware hook failed", hook=getattr(hook, "__qualname__", repr(hook)))
 
 
-__all__ = ["DeferMessage", "HOOKS", "Hooks", "Middleware", "SkipMessage", "call_hooks"]
+__all__ = ["DeferMessage", "HOOKS", "Hooks", "IGNORED", "Middleware", "SKIPPED", "SkipMessage",
+           "call_hooks", "run_event"]

@@ -13,9 +13,9 @@ import orjson
 import structlog
 
 from fastq import __version__
-from fastq.errors import Ignore, Reject
 from fastq.events import records, wire
-from fastq.middleware import Middleware, SkipMessage
+from fastq.middleware import IGNORED, SKIPPED, Middleware, run_event
+from fastq.worker import health
 
 log = structlog.get_logger("fastq.events")
 LISTEN_CHECK_S = 2.0  # with nobody on Celery's channel, how often a round tries it again
@@ -101,21 +101,17 @@ class TaskEvents(Middleware):
         started = 0.0 if task.is_async or self._child is None else \
             self._child.task_started + offset
         if exc is None:
-            outcome = "task-succeeded"
-            text = repr(result)
-            info: Any = text if len(text) <= records.REPR_MAX else records.cut(text)
+            outcome: str | None = "task-succeeded"
+            info: Any = records.cut(repr(result))
         else:
-            if isinstance(exc, SkipMessage):
-                outcome, started = "task-revoked", 0.0
-            elif self._retrying == message.id:
+            retried = self._retrying == message.id
+            if retried:
                 self._retrying = None
-                outcome = "task-retried"
-            elif isinstance(exc, Reject):
-                outcome = "task-rejected"
-            elif isinstance(exc, Ignore):
+            outcome = run_event(exc, retried)
+            if outcome in ("task-revoked", SKIPPED):  # every skip is told as revoked
+                outcome, started = "task-revoked", 0.0
+            elif outcome == IGNORED:  # no outcome event (records.expand)
                 outcome = None
-            else:
-                outcome = "task-failed"
             info = records.detail(outcome, exc, result)
         self._runs.append([message.id, message.task, message.queue, outcome, started,
                            time.monotonic() + offset, message.root_id, message.parent_id,
@@ -197,16 +193,11 @@ class WorkerEvents(Middleware):
 
     @staticmethod
     def _fields(worker: Any, broker: Any) -> dict[str, Any]:
-        busy = sum(worker.slots.read(slot).busy for slot in list(worker.children.values()))
-        processed = 0
         try:
-            mine = {worker.consumer(slot) for slot in list(worker.children.values())}
-            for raw in broker.workers():
-                beat = msgpack.unpackb(raw)
-                if beat.get("consumer") in mine:
-                    processed += beat.get("processed", 0)
+            processed = health.pool_totals(broker, worker.consumers())["processed"]
         except Exception:  # noqa: BLE001 - Redis down: the count is unknown this time
-            pass
+            processed = 0
         return {"freq": HEARTBEAT_S, "sw_ident": "fastq", "sw_ver": __version__,
-                "sw_sys": platform.system(), "active": busy, "processed": processed,
+                "sw_sys": platform.system(), "active": worker.busy_children(),
+                "processed": processed,
                 "loadavg": [round(x, 2) for x in os.getloadavg()]}

@@ -49,7 +49,7 @@ class WorkerCollector:
             counter = CounterMetricFamily(name, doc, labels=["hostname"])
             counter.add_metric([host], value)
             yield counter
-        busy = sum(self.worker.slots.read(slot).busy for slot in self.worker.children.values())
+        busy = self.worker.busy_children()
         for name, doc, value in (
                 ("celery_worker_up", "1 while the worker runs.", 1),
                 ("celery_worker_tasks_active", "Tasks the worker is running now.", busy)):

@@ -13,19 +13,15 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from fastq import states
 from fastq._core import tally_runs
-from fastq.errors import Ignore, Reject
 from fastq.metrics import families
-from fastq.middleware import Middleware, SkipMessage
+from fastq.middleware import IGNORED, SKIPPED, Middleware, run_event
 
 if TYPE_CHECKING:
     from fastq.message import Message
 
 
 REVOKED = "task-revoked"
-SKIPPED = "skipped"  # a step skipped it without a state (no event of its own)
-IGNORED = "ignored"  # the task raised Ignore: started, no outcome event
 
 
 class _Observations:
@@ -111,17 +107,11 @@ class TaskMetrics(Middleware):
             self._succeeded.append((message, 0.0 if task.is_async else child.task_started,
                                     time.monotonic(), child.current_entry))
             return
-        if isinstance(exc, SkipMessage):  # a step said no: it never started
-            outcome, exception = (REVOKED if exc.state == states.REVOKED else SKIPPED), ""
-        elif self._retrying == message.id:
+        retried = self._retrying == message.id
+        if retried:
             self._retrying = None
-            outcome, exception = "task-retried", ""
-        elif isinstance(exc, Reject):
-            outcome, exception = "task-rejected", ""
-        elif isinstance(exc, Ignore):
-            outcome, exception = IGNORED, ""
-        else:
-            outcome, exception = "task-failed", type(exc).__name__
+        outcome = run_event(exc, retried)
+        exception = type(exc).__name__ if outcome == "task-failed" else ""
         key = (message.task, message.queue, outcome, exception)
         self._counts[key] = self._counts.get(key, 0) + 1
 

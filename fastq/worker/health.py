@@ -73,6 +73,13 @@ def problems(rec: dict[str, Any]) -> list[str]:
     return out
 
 
+def pool_totals(broker: Broker, consumers: set[str]) -> dict[str, int]:
+    """Tasks processed and failed by the children named, from their heartbeats."""
+    beats = [w for w in map(msgpack.unpackb, broker.workers()) if w.get("consumer") in consumers]
+    return {"processed": sum(b.get("processed", 0) for b in beats),
+            "failed": sum(b.get("failed", 0) for b in beats)}
+
+
 def live_consumers(broker: Broker) -> set[str]:
     """The consumer names of live worker children: those with a heartbeat, and every child slot
     of a live supervisor (a child busy with a long task writes no heartbeat of its own)."""

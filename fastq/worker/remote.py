@@ -19,6 +19,7 @@ import structlog
 from fastq._core import decode_message, unpack_body
 from fastq.keys import parse_stream
 from fastq.ratelimit import parse_rate
+from fastq.worker import health
 
 if TYPE_CHECKING:
     from fastq.worker.supervisor import Supervisor
@@ -103,12 +104,9 @@ class Remote:
         return sorted(live)
 
     def do_stats(self) -> dict:
-        beats = {w["consumer"]: w for w in map(msgpack.unpackb, self.broker.workers())}
-        mine = [beats.get(self.worker.consumer(s), {}) for s in self.worker.children.values()]
         return {"pid": os.getpid(), "hostname": socket.gethostname(),
                 "uptime": int(time.time() - self.started),
-                "total": {"processed": sum(b.get("processed", 0) for b in mine),
-                          "failed": sum(b.get("failed", 0) for b in mine)},
+                "total": health.pool_totals(self.broker, self.worker.consumers()),
                 "pool": {"implementation": "fastq:prefork",
                          "max-concurrency": self.worker.concurrency,
                          "processes": sorted(self.worker.children)},

@@ -66,6 +66,14 @@ class Supervisor:
             if not any(isinstance(m, FailureAlerts) for m in app.middleware):
                 app.add_middleware(FailureAlerts(app))
 
+    def busy_children(self) -> int:
+        """Children running a task now (read from the slot table)."""
+        return sum(self.slots.read(slot).busy for slot in list(self.children.values()))
+
+    def consumers(self) -> set[str]:
+        """The consumer names of the children running now."""
+        return {self.consumer(slot) for slot in list(self.children.values())}
+
     def consumer(self, slot: int) -> str:
         """Stable per slot, so a restarted child re-reads its predecessor's pending entries."""
         return f"{self.name}:{slot}"
