@@ -13,6 +13,9 @@ import traceback
 from datetime import UTC, datetime
 from typing import Any
 
+import msgpack
+import orjson
+
 from fastq._core import unpack_body
 
 REPR_MAX = 1024  # as Celery's argsrepr / resultrepr
@@ -84,9 +87,6 @@ def expand(runs: list, hostname: str, pid: int, utcoffset: float, clock: int,
 
 def from_entry(fields: dict[bytes, bytes], accept_pickle: bool = False) -> list[dict[str, Any]]:
     """The events of one entry of fastq's stream: its worker events, then its runs expanded."""
-    import msgpack
-    import orjson
-
     events = orjson.loads(fields[b"e"]) if fields.get(b"e") else []
     if fields.get(b"r"):
         events += expand(msgpack.unpackb(fields[b"r"]), fields[b"h"].decode(),
