@@ -57,6 +57,53 @@ def test_task_and_worker_events_on_fastqs_stream(app, start_worker, r):
     assert len(lines) == 3 and all("type" in e for e in lines), out.stderr
 
 
+def test_every_kind_of_run_is_told_with_its_own_message(app, start_worker, r):
+    """Retried, expired, async and in-place chain runs: each run's events carry its own
+    message's id, name, arguments and attempt (read from the envelope the child ran)."""
+    from datetime import UTC, datetime, timedelta
+
+    from fastq.compat import chain
+    from tests.apps.basic import add, async_add, retry_once
+
+    pending = async_add.delay(4, 5), add.delay(7, 8)  # one batch: the async run ends last
+    start_worker(concurrency=1, extra=["-E"])
+    assert [p.get(timeout=10) for p in pending] == [9, 15]
+    retried = retry_once.delay()
+    assert retried.get(timeout=10) == 1
+    expired = add.apply_async((1, 1), expires=datetime.now(UTC) - timedelta(seconds=1))
+    last = chain(add.s(1, 2), add.s(10)).apply_async()
+    assert last.get(timeout=10) == 13
+    first_id = last.parent.id
+
+    def told():
+        got = _events(app)
+        kinds = {(e.get("uuid"), e["type"]) for e in got}
+        want = {(retried.id, "task-retried"), (expired.id, "task-revoked"),
+                (last.id, "task-succeeded"), (first_id, "task-succeeded")}
+        return got if want <= kinds else None
+
+    got = wait_for(told, 10, message="the events of every run")
+    by_id: dict[str, list[dict]] = {}
+    for e in got:
+        by_id.setdefault(e.get("uuid"), []).append(e)
+    attempts = [(e["type"], e.get("retries")) for e in by_id[retried.id]
+                if e["type"] in ("task-received", "task-retried", "task-succeeded")]
+    assert attempts == [("task-received", 0), ("task-retried", None), ("task-received", 1),
+                        ("task-succeeded", None)]
+    [retry] = [e for e in by_id[retried.id] if e["type"] == "task-retried"]
+    assert "Retry" in retry["exception"]
+    [revoked] = [e for e in by_id[expired.id] if e["type"] == "task-revoked"]
+    assert revoked["expired"] is True
+    [received] = [e for e in got if e["type"] == "task-received" and e["name"] == async_add.name]
+    assert received["args"] == "(4, 5)"
+    [done] = [e for e in by_id[received["uuid"]] if e["type"] == "task-succeeded"]
+    assert done["result"] == "9"
+    steps = [(e["name"], e["root_id"]) for i in (first_id, last.id) for e in by_id[i]
+             if e["type"] == "task-received"]
+    assert steps == [(add.name, first_id), (add.name, first_id)]
+    assert [e["result"] for e in by_id[last.id] if e["type"] == "task-succeeded"] == ["13"]
+
+
 def test_celerys_format_goes_out_while_someone_listens(app, start_worker, r):
     """Built only while Celery's channel has listeners: one who subscribes late gets the
     events of the rounds after the next try (LISTEN_CHECK_S)."""

@@ -13,6 +13,7 @@ import orjson
 import structlog
 
 from fastq import __version__
+from fastq._core import encode_message
 from fastq.events import records, wire
 from fastq.middleware import IGNORED, SKIPPED, Middleware, run_event
 from fastq.worker import health
@@ -75,8 +76,9 @@ class TaskEvents(Middleware):
         self._hostname = ""
         self._pid = 0
         self._clock = 0
-        self._runs: list[list] = []  # this round's runs, compact
-        self._written: list[tuple[int, list[list]]] = []  # (first clock, runs) now in Finishes
+        self._runs: list[tuple] = []  # this round's runs, compact
+        # (first clock, monotonic to epoch, runs) now in Finishes
+        self._written: list[tuple[int, float, list[tuple]]] = []
         self._to_epoch = time.time() - time.monotonic()
         self._utcoffset = wire.utcoffset()
         self._retrying: str | None = None
@@ -95,11 +97,17 @@ class TaskEvents(Middleware):
 
     def after_execute(self, task: Any, message: Any, result: Any = None,
                       exc: BaseException | None = None) -> None:
-        """The run, compact (fastq/events/records.py), with epoch times from the monotonic
-        clock (its offset taken once a round)."""
-        offset = self._to_epoch
-        started = 0.0 if task.is_async or self._child is None else \
-            self._child.task_started + offset
+        """The run, compact (fastq/events/records.py): a success is one append."""
+        child = self._child
+        if child is None:  # run outside a worker (eager): no worker, no events
+            return
+        if exc is None and not task.is_async:
+            text = repr(result)
+            self._runs.append((child.current_data, message.queue, "task-succeeded",
+                               child.task_started, time.monotonic(),
+                               text if len(text) <= records.REPR_MAX else records.cut(text)))
+            return
+        started = 0.0 if task.is_async else child.task_started
         if exc is None:
             outcome: str | None = "task-succeeded"
             info: Any = records.cut(repr(result))
@@ -113,19 +121,19 @@ class TaskEvents(Middleware):
             elif outcome == IGNORED:  # no outcome event (records.expand)
                 outcome = None
             info = records.detail(outcome, exc, result)
-        self._runs.append([message.id, message.task, message.queue, outcome, started,
-                           time.monotonic() + offset, message.root_id, message.parent_id,
-                           message.attempt, message.eta_ms, message.expires_ms, message.body,
-                           message.codec, message.compressed, info])
+        # an async run ends after later deliveries were read: its envelope is encoded again
+        envelope = encode_message(message) if task.is_async else child.current_data
+        self._runs.append((envelope, message.queue, outcome, started, time.monotonic(), info))
 
     def before_flush(self, child: Any, finish: Any) -> None:
         if not self._runs:
             return
         runs, self._runs = self._runs, []
         finish.events.append(({"h": self._hostname, "p": self._pid, "o": self._utcoffset,
-                               "c": self._clock, "r": msgpack.packb(runs, default=repr)},
+                               "c": self._clock, "t": self._to_epoch,
+                               "r": msgpack.packb(runs, default=repr)},
                               max(10, self.app.settings.events_maxlen // len(runs))))
-        self._written.append((self._clock, runs))
+        self._written.append((self._clock, self._to_epoch, runs))
         self._clock += 3 * len(runs)  # clocks only need to grow: three a run
 
     def after_flush(self, child: Any, finish: Any) -> None:
@@ -136,8 +144,9 @@ class TaskEvents(Middleware):
         now = time.monotonic()
         if not (self._listened or now >= self._next_try):
             return
-        batch = [e for clock, runs in written for e in records.expand(
-            runs, self._hostname, self._pid, self._utcoffset, clock, self._accept_pickle)]
+        batch = [e for clock, to_epoch, runs in written for e in records.expand(
+            runs, self._hostname, self._pid, self._utcoffset, clock, to_epoch,
+            self._accept_pickle)]
         try:
             listeners = self._broker.publish_events(
                 None, 0, wire.envelope(batch, wire.EVENT_EXCHANGE, "task.multi",

@@ -1,11 +1,13 @@
 """Task runs as fastq's event stream stores them, and as Celery's events.
 
-A round's runs go on fastq's stream compact: one msgpack list per run (id, task, queue,
-outcome, started, ended (epoch s; started 0: not known), root id, parent id, attempt, eta ms,
-expires ms, the message's encoded body (decoded only by a reader), its codec, compressed, and
-the outcome's detail). :func:`expand` turns them into Celery's
-events (task-received, task-started, then the outcome), for ``fastq events``, the dashboard, and
-the Celery channel while someone listens on it.
+A round's runs go on fastq's stream compact: one msgpack array per run of (the message's
+envelope as it was read from its stream, its queue, the outcome's event type, started, ended,
+the outcome's detail). Times are the child's ``time.monotonic()`` (started 0: not known); the
+entry's ``t`` turns them into epoch seconds. The envelope is the bytes the child decoded, so a
+run costs no re-encoding: only a reader decodes it (id, name, root and parent, attempt, eta,
+expiry and the arguments). :func:`expand` turns runs into Celery's events (task-received,
+task-started, then the outcome), for ``fastq events``, the dashboard, and the Celery channel
+while someone listens on it.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Any
 import msgpack
 import orjson
 
-from fastq._core import unpack_body
+from fastq._core import decode_message, unpack_body
 
 REPR_MAX = 1024  # as Celery's argsrepr / resultrepr
 
@@ -43,35 +45,39 @@ def _iso(ms: int) -> str | None:
 
 
 def expand(runs: list, hostname: str, pid: int, utcoffset: float, clock: int,
-           accept_pickle: bool = False) -> list[dict[str, Any]]:
-    """Celery's events for ``runs``, their clocks counting on from ``clock`` (three a run)."""
+           to_epoch: float, accept_pickle: bool = False) -> list[dict[str, Any]]:
+    """Celery's events for ``runs``, their clocks counting on from ``clock`` (three a run),
+    their times ``time.monotonic()`` + ``to_epoch``."""
     base = {"hostname": hostname, "utcoffset": utcoffset, "pid": pid}
     out: list[dict[str, Any]] = []
-    for (uuid, name, queue, outcome, started, ended, root_id, parent_id, attempt, eta_ms,
-         expires_ms, body, codec, compressed, info) in runs:
-        t_start = started or ended
+    for envelope, queue, outcome, started, ended, info in runs:
         first = clock
+        clock = first + 3
         try:
-            args, kwargs = unpack_body(body, codec, compressed, accept_pickle)
+            msg = decode_message(envelope)
+        except Exception:  # noqa: BLE001 - a run nobody can read is not an event
+            continue
+        ended += to_epoch
+        t_start = started + to_epoch if started else ended
+        uuid = msg.id
+        try:
+            args, kwargs = unpack_body(msg.body, msg.codec, msg.compressed, accept_pickle)
             args, kwargs = cut(repr(args)), cut(repr(kwargs))
         except Exception:  # noqa: BLE001 - shown as unknown
             args, kwargs = "?", "?"
-        clock = first + 1
-        out.append({**base, "clock": clock, "uuid": uuid, "name": name, "args": args,
-                    "kwargs": kwargs, "root_id": root_id or uuid, "parent_id": parent_id,
-                    "retries": attempt, "eta": _iso(eta_ms), "expires": _iso(expires_ms),
+        out.append({**base, "clock": first + 1, "uuid": uuid, "name": msg.task, "args": args,
+                    "kwargs": kwargs, "root_id": msg.root_id or uuid,
+                    "parent_id": msg.parent_id, "retries": msg.attempt,
+                    "eta": _iso(msg.eta_ms), "expires": _iso(msg.expires_ms),
                     "routing_key": queue, "queue": queue, "timestamp": t_start,
                     "type": "task-received"})
-        clock = first + 2
         if outcome == "task-revoked":
-            out.append({**base, "clock": clock, "uuid": uuid, "terminated": False,
+            out.append({**base, "clock": first + 2, "uuid": uuid, "terminated": False,
                         "signum": None, "expired": bool(info), "timestamp": ended,
                         "type": outcome})
-            clock = first + 3
             continue
-        out.append({**base, "clock": clock, "uuid": uuid, "timestamp": t_start,
+        out.append({**base, "clock": first + 2, "uuid": uuid, "timestamp": t_start,
                     "type": "task-started"})
-        clock = first + 3
         if outcome is None:
             continue
         last = {**base, "clock": clock, "uuid": uuid, "timestamp": ended, "type": outcome}
@@ -88,8 +94,8 @@ def expand(runs: list, hostname: str, pid: int, utcoffset: float, clock: int,
 def from_entry(fields: dict[bytes, bytes], accept_pickle: bool = False) -> list[dict[str, Any]]:
     """The events of one entry of fastq's stream: its worker events, then its runs expanded."""
     events = orjson.loads(fields[b"e"]) if fields.get(b"e") else []
-    if fields.get(b"r"):
+    if fields.get(b"r") and b"t" in fields:  # (entries without "t" hold an older layout)
         events += expand(msgpack.unpackb(fields[b"r"]), fields[b"h"].decode(),
                          int(fields[b"p"]), float(fields[b"o"]), int(fields[b"c"]),
-                         accept_pickle)
+                         float(fields[b"t"]), accept_pickle)
     return events

@@ -98,6 +98,7 @@ class Child:
         self._interrupted = False  # a broker error cut a round short (see run_once)
         self.current_stream = ""  # the stream of the delivery being run (for the steps)
         self.current_entry: bytes | None = None  # ... and its entry id (None: a chain step)
+        self.current_data = b""  # ... and its envelope, as read (a sync run's, for the events)
         self.task_started = 0.0  # time.monotonic() as the running sync task started
         self._queues: dict[str, str] = {}  # stream key -> its queue
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -485,7 +486,7 @@ class Child:
             self._dead_letter(delivery, f"unknown task {msg.task!r}: not registered in this worker",
                               msg, NotRegistered)
             return
-        self.current_stream, self.current_entry = skey, entry_id
+        self.current_stream, self.current_entry, self.current_data = skey, entry_id, data
         try:
             for gate in self._gates if self.revoked or msg.expires_ms else self._lean_gates:
                 gate(task, msg)
