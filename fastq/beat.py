@@ -29,6 +29,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("fastq.beat")
 
 MAX_CATCHUP = 100  # most fires sent for one entry in one catch-up ("all", or a late loop)
+MISS_COUNT_MAX = 10_000  # most missed instants counted for one entry at one time (the metrics)
 FIRED_TTL_MS = 3_600_000  # how long a fire's dedup key lives (the last-fired hash guards beyond)
 HANDOVER_LEASES = 3.0  # a leader seen alive within this many leases ago: a handover, not downtime
 ENTRY_FIELDS = frozenset({"task", "schedule", "args", "kwargs", "options", "relative", "missed"})
@@ -153,6 +155,11 @@ class Beat:
         self.entries = load_entries(app)
         self.is_leader = False
         self.fired = 0  # messages this beat sent
+        # for the metrics (fastq/metrics/beat.py): fires sent, and instants due but not sent,
+        # by entry and why (downtime: no beat ran then; stalled: this beat fell too far behind;
+        # failed: the message could not be built or was refused)
+        self.fires: Counter[str] = Counter()
+        self.misses: Counter[tuple[str, str]] = Counter()
         self._next: dict[str, float] = {}  # entry -> next instant to fire
         self._renew_at = 0.0  # time.monotonic() of the next lease renewal
         self._stop = threading.Event()
@@ -239,6 +246,8 @@ class Beat:
                 last_ts, now, limit=self.max_catchup if policy == "all" else 1)
             if not missed:
                 continue
+            self._count_misses(name, "downtime", last_ts, now,
+                               sent=0 if policy == "skip" else len(missed))
             if policy == "skip":
                 self._log.info("beat skipped missed fires", entry=name, last_fired=_iso(last_ts),
                                latest_missed=_iso(missed[-1]), policy=policy)
@@ -261,6 +270,8 @@ class Beat:
             sent = 0
             while self.is_leader and self._next[name] <= now:
                 if sent >= self.max_catchup:  # far behind (a long stall): jump to the present
+                    # (from just before the due instant: fires_between excludes its start)
+                    self._count_misses(name, "stalled", self._next[name] - 0.001, now, sent=0)
                     self._next[name] = entry.schedule.next_fire_after(now)
                     self._log.warning("beat dropped late fires", entry=name, kept=sent)
                     break
@@ -268,6 +279,12 @@ class Beat:
                 self._fire(entry, t)  # a broker error propagates: t stays due and is retried
                 self._next[name] = entry.schedule.next_fire_after(t)
                 sent += 1
+
+    def _count_misses(self, name: str, why: str, after: float, until: float, sent: int) -> None:
+        """Count the instants of (``after``, ``until``] that are not sent (all but ``sent``)."""
+        due = len(self.entries[name].schedule.fires_between(after, until, limit=MISS_COUNT_MAX))
+        if due > sent:
+            self.misses[name, why] += due - sent
 
     def _capture(self, entry: Entry, task_id: str) -> list[tuple]:
         """The messages ``app.send_task`` produces for this fire, collected instead of sent
@@ -287,6 +304,7 @@ class Beat:
         except Exception:  # bad arguments or options: this instant cannot be sent, go on
             self._log.exception("beat could not build the message", entry=entry.name,
                                 task=entry.task, fire_at=_iso(t))
+            self.misses[entry.name, "failed"] += 1
             return False
         try:
             result = self.broker.beat_fire(self.id, entry.name, fire_ms, FIRED_TTL_MS, pending)
@@ -294,6 +312,7 @@ class Beat:
             # same fire would be refused again; later instants may succeed (the key is fixed)
             self._log.error("beat fire refused by the broker; instant not sent", entry=entry.name,
                             fire_at=_iso(t), error=str(exc))
+            self.misses[entry.name, "failed"] += 1
             return False
         if result == -1:
             self._lose("another beat holds it")
@@ -302,6 +321,7 @@ class Beat:
             self._log.info("beat: already fired", entry=entry.name, fire_at=_iso(t))
             return False
         self.fired += 1
+        self.fires[entry.name] += 1
         self._log.info("beat fired", entry=entry.name, task=entry.task, fire_at=_iso(t),
                        late_ms=int(self.clock() * 1000) - fire_ms, task_id=task_id)
         return True

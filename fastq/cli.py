@@ -509,8 +509,13 @@ def _stop_beat(pid: int, timeout: float = 10.0) -> None:
 @click.option("--max-interval", type=float, default=None, hidden=True)
 @click.option("--log-format", type=click.Choice(log.FORMATS), default=None,
               help="console (default) or json; also FASTQ_LOG_FORMAT")
+@click.option("--metrics-port", type=int, default=None, envvar="FASTQ_BEAT_METRICS_PORT",
+              help="Serve the beat's Prometheus metrics on this port (docs/metrics.md)")
+@click.option("--metrics-host", default="0.0.0.0", show_default=True,  # noqa: S104
+              help="Address to serve the metrics on")
 @click.pass_context
-def beat(ctx, app_spec, loglevel, schedule_file, max_interval, log_format):
+def beat(ctx, app_spec, loglevel, schedule_file, max_interval, log_format, metrics_port,
+         metrics_host):
     """Send periodic tasks on schedule (Celery's beat). Run two or more for failover: one leads
     and fires, the others take over within the lease (beat_lease_s)."""
     import signal
@@ -525,6 +530,10 @@ def beat(ctx, app_spec, loglevel, schedule_file, max_interval, log_format):
     app.setup_logging(loglevel)
     _check_beat_schedule(app)
     scheduler = Beat(app)
+    if metrics_port:
+        from fastq.metrics import beat as beat_metrics
+
+        beat_metrics.serve(scheduler, metrics_port, metrics_host)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: scheduler.stop())
     scheduler.run()

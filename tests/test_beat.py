@@ -251,6 +251,9 @@ def test_missed_fires_after_downtime_follow_the_policy(beat_app, r, policy, caug
     clock.t = T0 + 120
     second.tick()
     assert sent(r) == [T0 - 0.5 + 10, *caught_up, T0 - 0.5 + 120]
+    # the metrics' counts (fastq/metrics/beat.py): 10 instants were due while no beat ran
+    assert first.fires["e"] == 1 and second.fires["e"] == len(caught_up) + 1
+    assert +second.misses == ({("e", "downtime"): 10 - len(caught_up)} if policy != "all" else {})
 
 
 def test_catch_up_of_all_is_capped_to_the_latest(beat_app, r):
@@ -264,6 +267,17 @@ def test_catch_up_of_all_is_capped_to_the_latest(beat_app, r):
     fires = sent(r)
     assert len(fires) == 100
     assert fires == [T0 - 0.5 + k for k in range(901, 1001)]
+    assert b2.fires["e"] == 100 and b2.misses == {("e", "downtime"): 900}
+
+
+def test_a_stalled_beat_counts_the_instants_it_drops(beat_app, r):
+    clock = FakeClock(T0)
+    b = Beat(beat_app(every=1.0), clock=clock)
+    b.tick()
+    clock.t = T0 + 1000  # the same beat, 1000 instants late: 100 sent, the rest dropped
+    b.tick()
+    assert len(sent(r)) == 100 and b.fires["e"] == 100
+    assert b.misses == {("e", "stalled"): 900}
 
 
 def test_a_handover_is_not_downtime(beat_app, r):
@@ -380,10 +394,11 @@ BEAT_ENV = {"FASTQ_BEAT_LEASE_S": str(LEASE_S)}
 
 
 class BeatProcess:
-    def __init__(self, n: int):
+    def __init__(self, n: int, *extra: str):
         self.log = tempfile.NamedTemporaryFile(prefix=f"fastq-beat{n}-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fastq", "-A", "tests.apps.beat_app", "beat", "-l", "info"],
+            [sys.executable, "-m", "fastq", "-A", "tests.apps.beat_app", "beat", "-l", "info",
+             *extra],
             stdout=self.log, stderr=subprocess.STDOUT, cwd=str(ROOT),
             env={**os.environ, "PYTHONPATH": str(ROOT), **BEAT_ENV})
 
@@ -404,8 +419,8 @@ class BeatProcess:
 def start_beat(r):
     beats: list[BeatProcess] = []
 
-    def start() -> BeatProcess:
-        b = BeatProcess(len(beats))
+    def start(*extra: str) -> BeatProcess:
+        b = BeatProcess(len(beats), *extra)
         beats.append(b)
         return b
 
@@ -515,3 +530,37 @@ def test_worker_with_embedded_beat_fires(r, start_worker):
     assert_each_second_once(instants)
     with pytest.raises(ProcessLookupError):
         os.kill(beat_pid, 0)
+
+
+def test_beat_serves_its_fires_on_metrics_port(r, start_beat):
+    """``fastq beat --metrics-port``: the entry's fires counted as they are sent, and the
+    leader flag (docs/metrics.md)."""
+    import re
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    beat = start_beat("--metrics-port", str(port), "--metrics-host", "127.0.0.1")
+
+    def scrape() -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                return resp.read().decode()
+        except OSError:
+            return None
+
+    def fired_twice():
+        text = scrape()
+        found = text and re.search(r'^fastq_beat_fires_total\{entry="every-second"\} (\S+)$',
+                                   text, re.M)
+        return text if found and float(found.group(1)) >= 2 else None
+
+    text = wait_for(fired_twice, 15, interval=0.2, message="two fires counted")
+    assert re.search(r'^fastq_beat_leader\{beat="[^"]+"\} 1\.0$', text, re.M), text
+    sent_now = r.xlen(keys.stream("beat", 2))
+    counted = float(re.search(r'fastq_beat_fires_total\{entry="every-second"\} (\S+)',
+                              scrape()).group(1))
+    assert counted <= sent_now  # counted once sent, never ahead of the stream
+    assert beat.stop() == 0

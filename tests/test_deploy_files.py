@@ -95,16 +95,17 @@ def test_compose_grace_period_covers_the_longest_soft_limit():
     assert int(grace[:-1]) >= _longest_soft_limit_s()
 
 
-def test_prometheus_scrapes_the_workers_metrics_port():
+def test_prometheus_scrapes_the_workers_and_the_beats_metrics_ports():
     services = _compose()["services"]
     port = _option(services["worker"]["command"], "--metrics-port")
+    beat_port = _option(services["beat"]["command"], "--metrics-port")
     mounted = {v.split(":")[1]: v.split(":")[0] for v in services["prometheus"]["volumes"]
                if v.startswith("./")}
     config_path = ROOT / mounted["/etc/prometheus/prometheus.yml"]
     config = yaml.safe_load(config_path.read_text())
     targets = [t for job in config["scrape_configs"] for sc in job["static_configs"]
                for t in sc["targets"]]
-    assert targets == [f"worker:{port}"]
+    assert targets == [f"worker:{port}", f"beat:{beat_port}"]
 
 
 def test_grafana_provisions_the_dashboard_from_where_compose_mounts_it():
@@ -160,7 +161,12 @@ def test_k8s_beat_is_one_replica_and_web_service_reaches_web():
     docs = _k8s()
     beat = docs["Deployment", "fastq-beat"]["spec"]
     assert beat["replicas"] == 1 and beat["strategy"]["type"] == "Recreate"
-    _parses(beat["template"]["spec"]["containers"][0]["args"])
+    beat_args = beat["template"]["spec"]["containers"][0]["args"]
+    _parses(beat_args)
+    port = _option(beat_args, "--metrics-port")
+    assert beat["template"]["metadata"]["annotations"]["prometheus.io/port"] == port
+    assert {p["containerPort"] for p in beat["template"]["spec"]["containers"][0]["ports"]} \
+        == {int(port)}
     web = docs["Deployment", "fastq-web"]["spec"]
     service = docs["Service", "fastq-web"]["spec"]
     assert service["selector"].items() <= web["template"]["metadata"]["labels"].items()

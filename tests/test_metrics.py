@@ -152,3 +152,36 @@ def test_outcome_counters_sum_exactly_across_two_workers_of_two_children(app, st
     hosts = {dict(labels)["hostname"] for s in both for (m, labels), v in s.items()
              if m == "celery_task_succeeded_total" and v}
     assert hosts == {w1.name, w2.name}  # both workers ran some
+
+
+
+def test_workflow_nodes_are_counted_waiting_and_running(app, start_worker, r):
+    from fastq import chain, chord, group
+    from tests.apps.basic import add, fail, slow_record
+
+    w, port = _start(start_worker)
+
+    def nodes_become(waiting: int, running: int, message: str) -> dict:
+        def seen():
+            s = _scrape(port)
+            counts = (_value(s, "fastq_workflow_nodes", state="waiting"),
+                      _value(s, "fastq_workflow_nodes", state="running"))
+            return s if counts == (waiting, running) else None
+        return wait_for(seen, 10, message=message)
+
+    # a chord of two slow nodes, then a slow link and one more: two running, three waiting
+    flow = chain(chord([slow_record.si(1, 1.0), slow_record.si(2, 1.0)], add.si(1, 1)),
+                 slow_record.si(3, 1.5), add.si(3, 3))
+    res = flow.apply_async()
+    s = nodes_become(3, 2, "two header nodes running, the body and two links waiting")
+    assert _value(s, "fastq_workflows_running") == 1
+    nodes_become(1, 1, "the header and body done: the slow link running, the last one waiting")
+    assert res.get(timeout=10) == 6
+    s = nodes_become(0, 0, "no node left once the workflow finished")
+    assert _value(s, "fastq_workflows_running") == 0
+
+    # a failure settles what waited on it while the rest of the graph still runs
+    group(chain(fail.si("ValueError"), add.si(1, 1), add.si(2, 2)),
+          slow_record.si(4, 2.0)).apply_async()
+    nodes_become(0, 1, "the failed chain's links counted out, the slow node still running")
+    nodes_become(0, 0, "the workflow finished")

@@ -380,6 +380,10 @@ class Graphs(Protocol):
     def running_graph_count(self) -> int:
         """How many graphs are running (not yet finished)."""
 
+    def graph_node_counts(self, graphs: int = 1000) -> tuple[int, int]:
+        """(waiting, running) nodes of the first ``graphs`` running graphs: waiting, not yet
+        sent because a dependency is unmet; running, sent and without an outcome."""
+
     def save_group(self, group_id: str, data: bytes, ttl_ms: int) -> None: ...
 
     def load_group(self, group_id: str) -> bytes | None: ...

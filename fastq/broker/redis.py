@@ -928,6 +928,23 @@ class RedisBroker:
     def running_graph_count(self) -> int:
         return self.client.zcard(keys.GRAPHS)
 
+    def graph_node_counts(self, graphs: int = 1000) -> tuple[int, int]:
+        ids = self.running_graphs(graphs)
+        if not ids:
+            return 0, 0
+        with self.client.pipeline(transaction=False) as pipe:
+            for dag_id in ids:
+                pipe.hmget(keys.graph(dag_id), "left", "wait")
+            rows = pipe.execute()
+        waiting = running = 0
+        for left, wait in rows:
+            if left is None:  # finished (expired) since it was listed
+                continue
+            w = int(wait or 0)  # (a graph submitted before "wait" was kept: all running)
+            waiting += w
+            running += max(int(left) - w, 0)
+        return waiting, running
+
     def save_group(self, group_id: str, data: bytes, ttl_ms: int) -> None:
         self.results.set(keys.group_meta(group_id), data, px=ttl_ms)
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 ROLE = "metrics"
 ROLE_TTL_MS = 60_000  # a reporter that stops scraping hands the role on within this
+GRAPHS_COUNTED = 1000  # running workflows whose nodes a scrape counts (one HMGET each)
 
 
 class WorkerCollector:
@@ -95,6 +96,13 @@ class WorkerCollector:
         graphs = GaugeMetricFamily("fastq_workflows_running", "Workflows not yet finished.")
         graphs.add_metric([], broker.running_graph_count())
         yield graphs
+        nodes = GaugeMetricFamily("fastq_workflow_nodes", "Nodes of running workflows, by state "
+                                  "(waiting: a dependency unmet; running: sent, no outcome yet).",
+                                  labels=["state"])
+        for state, count in zip(("waiting", "running"), broker.graph_node_counts(GRAPHS_COUNTED),
+                                strict=True):
+            nodes.add_metric([state], count)
+        yield nodes
 
     def _consumers(self, queues: list[str]) -> Iterator[GaugeMetricFamily]:
         """Workers and children reading each queue, from the children's heartbeats."""

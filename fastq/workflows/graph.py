@@ -232,6 +232,8 @@ class Graph:
                 fields[f"e:{node.id}"] = msgpack.packb(
                     [self._errback(eb, node, root_id) for eb in node.errbacks])
         fields["left"] = str(len(self.nodes)).encode()
+        fields["wait"] = str(sum(1 for node in self.nodes.values()
+                                 if node.deps and node.sig is not None)).encode()
         ttl_ms = int(conf.workflow_ttl * 1000)
         fields["ttl"] = str(ttl_ms).encode()
         app.broker.graph_submit(self.id, fields, roots, ttl_ms, self.outside)

@@ -7,7 +7,8 @@
 -- Graph fields: n:ID spec, p:ID its parents' d: fields (a JSON array, the order results are fed in),
 -- k:ID its dependents ('!' before one that runs even when ID fails), w:ID dependencies not yet
 -- met, d:ID its outcome (a result record, or 'u:' .. the id of the failed node upstream),
--- left: nodes without an outcome, ttl: the safety TTL (ms) while the graph runs.
+-- left: nodes without an outcome, wait: nodes not yet sent because a dependency is not met (for
+-- the metrics: left - wait are running), ttl: the safety TTL (ms) while the graph runs.
 -- Recording is idempotent: a node whose outcome exists (a re-run after a crash, a late write)
 -- changes nothing, so no dependent is counted down or released twice.
 -- e:ID its errbacks. Returns {left, item, ...}; item = {id, kind, spec, errbacks, value, ...}:
@@ -33,6 +34,7 @@ local function words(s)
 end
 
 local settled = 0  -- applied to 'left' once, at the end
+local unwaited = 0  -- waiting nodes released or failed upstream: applied to 'wait' at the end
 local function settle(node, value)
   if redis.call('HSETNX', g, 'd:' .. node, value) == 0 then return false end
   settled = settled + 1
@@ -58,7 +60,9 @@ local function advance(first, first_failed)
       local anyway = string.sub(entry, 1, 1) == '!'
       local kid = anyway and string.sub(entry, 2) or entry
       if failed and not anyway then
+        local waiting = tonumber(redis.call('HGET', g, 'w:' .. kid) or '0') > 0
         if settle(kid, 'u:' .. failed) then
+          if waiting then unwaited = unwaited + 1 end
           ready(kid)
           stack[#stack + 1] = {kid, failed}
         end
@@ -85,9 +89,13 @@ for _, kid in ipairs(counted) do  -- one that failed upstream meanwhile is settl
   if redis.call('HEXISTS', g, 'd:' .. kid) == 0
       and redis.call('HINCRBY', g, 'w:' .. kid, -counts[kid]) == 0 then
     ready(kid)
+    unwaited = unwaited + 1
   end
 end
 if settled > 0 then redis.call('HINCRBY', g, 'left', -settled) end
+if unwaited > 0 and redis.call('HEXISTS', g, 'wait') == 1 then
+  redis.call('HINCRBY', g, 'wait', -unwaited)
+end
 
 local ttl = redis.call('HGET', g, 'ttl')
 if ARGV[3] == '1' then
