@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections import Counter
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -426,3 +427,42 @@ def test_tally_runs_identical(raw, offset):
     assert sum(s[0] for s in py_stats.values()) == len(runs)
     timed = sum(1 for r in runs if r[1])
     assert sum(sum(s[2]) for s in py_stats.values()) == timed  # every timed run in one bucket
+
+
+# -- pack_runs (the events' per-round packing) ---------------------------------------------------
+runpack_cy = pytest.importorskip("fastq._core.runpack", reason="Cython core not built")
+run_values = st.one_of(
+    st.none(), st.booleans(), st.floats(allow_nan=False), st.integers(-2**63, 2**64 - 1),
+    st.binary(max_size=300), st.text(max_size=300),
+    st.sampled_from([b"x" * 70_000, "é" * 40_000, "y" * 255, "z" * 31, "w" * 32, b"v" * 255,
+                     b"u" * 256, ("a", [1, "b"]), 1.5e300, -0.0]),
+    st.lists(st.text(max_size=20), max_size=3))
+run_strategy = st.one_of(st.tuples(run_values, run_values, run_values, run_values, run_values,
+                                   run_values),
+                         st.lists(run_values, max_size=20), run_values)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(run_strategy, max_size=40))
+def test_pack_runs_identical(runs):
+    from fastq._core import runpack_py
+
+    packed = runpack_cy.pack_runs(runs)
+    assert packed == runpack_py.pack_runs(runs) == msgpack.packb(runs, default=repr)
+    assert msgpack.unpackb(packed) == msgpack.unpackb(runpack_py.pack_runs(runs))
+
+
+@pytest.mark.parametrize("count", [0, 15, 16, 65_535, 65_536])
+def test_pack_runs_identical_across_array_header_sizes(count):
+    from fastq._core import runpack_py
+
+    runs = [(b"e", "q", "task-succeeded", 1.0, 2.0, "None")] * count
+    assert runpack_cy.pack_runs(runs) == runpack_py.pack_runs(runs)
+
+
+def test_pack_runs_refuses_what_msgpack_refuses():
+    from fastq._core import runpack_py
+
+    for impl in (runpack_cy.pack_runs, runpack_py.pack_runs):
+        with pytest.raises(UnicodeEncodeError):
+            impl([("\ud800",)])  # a lone surrogate cannot be UTF-8

@@ -264,8 +264,13 @@ def test_workflows_health_metrics_and_openapi(web, app, r):
     running = web.get("/api/workflows").json()["running"]
     assert running and all(isinstance(g, str) for g in running), chain
     assert web.get("/health").json() == {"status": "ok", "workers": 0}
+    add.apply_async((1, 1), queue="nobody-reads")
     metrics = web.get("/metrics")
     assert metrics.status_code == 200 and "python_info" in metrics.text
+    # no worker serves metrics here: the web server holds the role and reports the queues
+    assert 'celery_queue_length{queue_name="nobody-reads"} 1.0' in metrics.text
+    assert "fastq_workflows_running 1.0" in metrics.text
+    assert r.get(keys.role("metrics")).decode().startswith("web@")
     paths = web.get("/openapi.json").json()["paths"]
     assert {"/api/tasks", "/api/tasks/{task_id}", "/api/tasks/{task_id}/revoke",
             "/api/tasks/{task_id}/priority", "/api/queues", "/api/workers", "/api/dlq",

@@ -8,12 +8,11 @@ import threading
 import time
 from typing import Any
 
-import msgpack
 import orjson
 import structlog
 
 from fastq import __version__
-from fastq._core import encode_message
+from fastq._core import encode_message, pack_runs
 from fastq.events import records, wire
 from fastq.middleware import IGNORED, SKIPPED, Middleware, run_event
 from fastq.worker import health
@@ -131,7 +130,7 @@ class TaskEvents(Middleware):
         runs, self._runs = self._runs, []
         finish.events.append(({"h": self._hostname, "p": self._pid, "o": self._utcoffset,
                                "c": self._clock, "t": self._to_epoch,
-                               "r": msgpack.packb(runs, default=repr)},
+                               "r": pack_runs(runs)},
                               max(10, self.app.settings.events_maxlen // len(runs))))
         self._written.append((self._clock, self._to_epoch, runs))
         self._clock += 3 * len(runs)  # clocks only need to grow: three a run

@@ -5,6 +5,8 @@ queue-wide figures (``celery_queue_length``, worker and process counts per queue
 pending / oldest age per queue and priority, delayed and dead letters, running workflows) are the
 same whichever worker reads them, so only the worker holding the ``metrics`` role (a Redis lease
 renewed at each scrape) reports them: a dashboard summing by queue counts each queue once.
+``fastq web``'s ``/metrics`` takes part in the same role with :class:`QueueCollector`, so the
+queue figures can be scraped from the web server where no worker serves metrics.
 """
 from __future__ import annotations
 
@@ -24,47 +26,20 @@ ROLE_TTL_MS = 60_000  # a reporter that stops scraping hands the role on within 
 GRAPHS_COUNTED = 1000  # running workflows whose nodes a scrape counts (one HMGET each)
 
 
-class WorkerCollector:
-    def __init__(self, worker: Any, broker: Any, flower: bool = False):
-        self.worker = worker
+class QueueCollector:
+    """The queue-wide figures, reported while ``holder`` holds the metrics role."""
+
+    def __init__(self, broker: Any, holder: str):
         self.broker = broker  # a connection of its own (this runs in the server's thread)
-        self.flower = flower
+        self.holder = holder
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        yield from self._pool()
         try:
-            reporting = self.broker.hold_role(ROLE, self.worker.name, ROLE_TTL_MS)
-        except Exception:  # noqa: BLE001 - Redis down: the pool's figures still go out
+            reporting = self.broker.hold_role(ROLE, self.holder, ROLE_TTL_MS)
+        except Exception:  # noqa: BLE001 - Redis down: what else is served still goes out
             return
         if reporting:
             yield from self._queues()
-
-    def _pool(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        host = self.worker.name
-        overseer = self.worker.overseer
-        for name, doc, value in (
-                ("fastq_lease_renewals", "Leases renewed by the supervisor (entries).",
-                 overseer.renewed),
-                ("fastq_watchdog_restarts", "Children restarted because their fetch loop went "
-                 "quiet.", overseer.watchdog_restarts)):
-            counter = CounterMetricFamily(name, doc, labels=["hostname"])
-            counter.add_metric([host], value)
-            yield counter
-        busy = self.worker.busy_children()
-        for name, doc, value in (
-                ("celery_worker_up", "1 while the worker runs.", 1),
-                ("celery_worker_tasks_active", "Tasks the worker is running now.", busy)):
-            family = GaugeMetricFamily(name, doc, labels=["hostname"])
-            family.add_metric([host], value)
-            yield family
-        if self.flower:
-            for name, doc, value in (
-                    ("flower_worker_online", "Worker online status", 1),
-                    ("flower_worker_number_of_currently_executing_tasks",
-                     "Number of tasks currently executing at a worker", busy)):
-                family = GaugeMetricFamily(name, doc, labels=["worker"])
-                family.add_metric([host], value)
-                yield family
 
     def _queues(self) -> Iterator[GaugeMetricFamily]:
         broker = self.broker
@@ -123,3 +98,43 @@ class WorkerCollector:
             process_count.add_metric([queue], processes[queue])
         yield worker_count
         yield process_count
+
+
+class WorkerCollector(QueueCollector):
+    """A worker's own pool, then (while it holds the role) the queue-wide figures."""
+
+    def __init__(self, worker: Any, broker: Any, flower: bool = False):
+        super().__init__(broker, worker.name)
+        self.worker = worker
+        self.flower = flower
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield from self._pool()
+        yield from super().collect()
+
+    def _pool(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        host = self.worker.name
+        overseer = self.worker.overseer
+        for name, doc, value in (
+                ("fastq_lease_renewals", "Leases renewed by the supervisor (entries).",
+                 overseer.renewed),
+                ("fastq_watchdog_restarts", "Children restarted because their fetch loop went "
+                 "quiet.", overseer.watchdog_restarts)):
+            counter = CounterMetricFamily(name, doc, labels=["hostname"])
+            counter.add_metric([host], value)
+            yield counter
+        busy = self.worker.busy_children()
+        for name, doc, value in (
+                ("celery_worker_up", "1 while the worker runs.", 1),
+                ("celery_worker_tasks_active", "Tasks the worker is running now.", busy)):
+            family = GaugeMetricFamily(name, doc, labels=["hostname"])
+            family.add_metric([host], value)
+            yield family
+        if self.flower:
+            for name, doc, value in (
+                    ("flower_worker_online", "Worker online status", 1),
+                    ("flower_worker_number_of_currently_executing_tasks",
+                     "Number of tasks currently executing at a worker", busy)):
+                family = GaugeMetricFamily(name, doc, labels=["worker"])
+                family.add_metric([host], value)
+                yield family

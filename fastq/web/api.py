@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
+import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.resources import files
@@ -18,7 +20,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fastq import states
@@ -26,6 +28,7 @@ from fastq.app import App
 from fastq.beat import load_entries
 from fastq.dlq import DeadLetters
 from fastq.errors import BrokerUnavailable, EncodeError, FastqError, NotRegistered
+from fastq.metrics.collector import QueueCollector
 from fastq.task import resolve_priority
 from fastq.web.auth import read_guard, write_guard
 from fastq.web.body_limit import BodyLimit
@@ -126,6 +129,9 @@ def create_app(fq: App, *, sample_interval: float = 1.0,
     conf = fq.conf
     recent = RecentTasks()
     sampler = Sampler(fq, recent, sample_interval)
+    queue_metrics = CollectorRegistry(auto_describe=False)
+    queue_metrics.register(QueueCollector(fq.broker.with_timeout(2.0),
+                                          f"web@{socket.gethostname()}:{os.getpid()}"))
 
     @asynccontextmanager
     async def lifespan(_api: FastAPI) -> AsyncIterator[None]:
@@ -286,8 +292,10 @@ def create_app(fq: App, *, sample_interval: float = 1.0,
 
     @api.get("/metrics", dependencies=reads, tags=["operations"])
     def metrics() -> Response:
-        """Prometheus text format of this process's default registry."""
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus text format: this process's own figures, and the queue-wide ones (depths,
+        delayed, dead letters, workflows; docs/metrics.md) while it holds the metrics role."""
+        return Response(generate_latest(REGISTRY) + generate_latest(queue_metrics),
+                        media_type=CONTENT_TYPE_LATEST)
 
     # -- live snapshot and page --------------------------------------------------------------
     @api.get("/api/snapshot", dependencies=reads, tags=["live"])
