@@ -154,7 +154,6 @@ class Beat:
         self.parent_pid = parent_pid
         self.entries = load_entries(app)
         self.is_leader = False
-        self.fired = 0  # messages this beat sent
         # for the metrics (fastq/metrics/beat.py): fires sent, and instants due but not sent,
         # by entry and why (downtime: no beat ran then; stalled: this beat fell too far behind;
         # failed: the message could not be built or was refused)
@@ -280,6 +279,11 @@ class Beat:
                 self._next[name] = entry.schedule.next_fire_after(t)
                 sent += 1
 
+    @property
+    def fired(self) -> int:
+        """Messages this beat sent."""
+        return sum(self.fires.values())
+
     def _count_misses(self, name: str, why: str, after: float, until: float, sent: int) -> None:
         """Count the instants of (``after``, ``until``] that are not sent (all but ``sent``)."""
         due = len(self.entries[name].schedule.fires_between(after, until, limit=MISS_COUNT_MAX))
@@ -320,7 +324,6 @@ class Beat:
         if result == 0:
             self._log.info("beat: already fired", entry=entry.name, fire_at=_iso(t))
             return False
-        self.fired += 1
         self.fires[entry.name] += 1
         self._log.info("beat fired", entry=entry.name, task=entry.task, fire_at=_iso(t),
                        late_ms=int(self.clock() * 1000) - fire_ms, task_id=task_id)

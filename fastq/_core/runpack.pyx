@@ -18,10 +18,9 @@ cdef struct Buffer:
 
 
 cdef int _reserve(Buffer* b, Py_ssize_t more) except -1:
+    """Grow the buffer (doubling) to hold ``more`` bytes beyond what it holds."""
     cdef Py_ssize_t cap = b.cap
     cdef char* grown
-    if b.size + more <= cap:
-        return 0
     while cap < b.size + more:
         cap *= 2
     grown = <char*>PyMem_Realloc(b.data, cap)

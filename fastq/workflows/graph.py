@@ -211,6 +211,7 @@ class Graph:
         root_id = next((n.id for n in self.nodes.values() if n.sig is not None), self.id)
         now_ms = int(time.time() * 1000)
         sent = []  # the roots' messages, for the after_send hooks
+        waiting = 0  # nodes sent only once their dependencies are met (the metrics' "wait")
         for node in self.nodes.values():
             if node.id in kids:
                 fields[f"k:{node.id}"] = " ".join(kids[node.id]).encode()
@@ -225,6 +226,7 @@ class Graph:
                     fields[f"p:{node.id}"] = orjson.dumps([f"d:{p}" for p in parents])
             if node.deps:
                 fields[f"w:{node.id}"] = str(len(node.deps)).encode()
+                waiting += 1
             else:
                 roots.append((queue, level, data, due_ms))
                 sent.append(msg)
@@ -232,8 +234,7 @@ class Graph:
                 fields[f"e:{node.id}"] = msgpack.packb(
                     [self._errback(eb, node, root_id) for eb in node.errbacks])
         fields["left"] = str(len(self.nodes)).encode()
-        fields["wait"] = str(sum(1 for node in self.nodes.values()
-                                 if node.deps and node.sig is not None)).encode()
+        fields["wait"] = str(waiting).encode()
         ttl_ms = int(conf.workflow_ttl * 1000)
         fields["ttl"] = str(ttl_ms).encode()
         app.broker.graph_submit(self.id, fields, roots, ttl_ms, self.outside)

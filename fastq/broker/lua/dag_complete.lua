@@ -60,9 +60,9 @@ local function advance(first, first_failed)
       local anyway = string.sub(entry, 1, 1) == '!'
       local kid = anyway and string.sub(entry, 2) or entry
       if failed and not anyway then
-        local waiting = tonumber(redis.call('HGET', g, 'w:' .. kid) or '0') > 0
+        -- unsettled until now, so still waiting: a dependency of it (node) was unmet
         if settle(kid, 'u:' .. failed) then
-          if waiting then unwaited = unwaited + 1 end
+          unwaited = unwaited + 1
           ready(kid)
           stack[#stack + 1] = {kid, failed}
         end
