@@ -1,4 +1,4 @@
-"""The Cython core (fastq._core.codec / .select) against its pure-Python twins.
+"""The Cython core (fastq._core.codec / .select / .tally / .runlog) against its pure-Python twins.
 
 The ``_py`` modules are the reference; the compiled ones must give byte-identical output, the same
 exceptions with the same messages, and identical in-place credit updates. Skipped when the Cython
@@ -429,40 +429,97 @@ def test_tally_runs_identical(raw, offset):
     assert sum(sum(s[2]) for s in py_stats.values()) == timed  # every timed run in one bucket
 
 
-# -- pack_runs (the events' per-round packing) ---------------------------------------------------
-runpack_cy = pytest.importorskip("fastq._core.runpack", reason="Cython core not built")
+# -- RunLog (the events' runs, packed as they end) -------------------------------------------
+runlog_cy = pytest.importorskip("fastq._core.runlog", reason="Cython core not built")
 run_values = st.one_of(
     st.none(), st.booleans(), st.floats(allow_nan=False), st.integers(-2**63, 2**64 - 1),
     st.binary(max_size=300), st.text(max_size=300),
     st.sampled_from([b"x" * 70_000, "é" * 40_000, "y" * 255, "z" * 31, "w" * 32, b"v" * 255,
                      b"u" * 256, ("a", [1, "b"]), 1.5e300, -0.0]),
     st.lists(st.text(max_size=20), max_size=3))
-run_strategy = st.one_of(st.tuples(run_values, run_values, run_values, run_values, run_values,
-                                   run_values),
-                         st.lists(run_values, max_size=20), run_values)
+run_strategy = st.tuples(run_values, run_values, run_values, run_values, run_values, run_values)
+
+
+def both_logs(**kwargs):
+    from fastq._core import runlog_py
+
+    return runlog_cy.RunLog(**kwargs), runlog_py.RunLog(**kwargs)
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(run_strategy, max_size=40))
-def test_pack_runs_identical(runs):
-    from fastq._core import runpack_py
-
-    packed = runpack_cy.pack_runs(runs)
-    assert packed == runpack_py.pack_runs(runs) == msgpack.packb(runs, default=repr)
-    assert msgpack.unpackb(packed) == msgpack.unpackb(runpack_py.pack_runs(runs))
+@given(st.lists(st.lists(run_strategy, max_size=40), min_size=1, max_size=3))
+def test_run_log_takes_what_msgpack_packs(rounds):
+    logs = both_logs()
+    for runs in rounds:  # a log is used again after each take
+        for log in logs:
+            for run in runs:
+                log.add(*run)
+            assert len(log) == len(runs)
+        packed = [log.take() for log in logs]
+        assert packed[0] == packed[1] == msgpack.packb(runs, default=repr)
+        assert all(len(log) == 0 for log in logs)
 
 
 @pytest.mark.parametrize("count", [0, 15, 16, 65_535, 65_536])
-def test_pack_runs_identical_across_array_header_sizes(count):
-    from fastq._core import runpack_py
+def test_run_log_identical_across_array_header_sizes(count):
+    cy, py = both_logs()
+    for log in (cy, py):
+        for _ in range(count):
+            log.add(b"e", "q", "task-succeeded", 1.0, 2.0, "None")
+    assert cy.take() == py.take() == msgpack.packb([(b"e", "q", "task-succeeded", 1.0, 2.0,
+                                                     "None")] * count)
 
-    runs = [(b"e", "q", "task-succeeded", 1.0, 2.0, "None")] * count
-    assert runpack_cy.pack_runs(runs) == runpack_py.pack_runs(runs)
 
-
-def test_pack_runs_refuses_what_msgpack_refuses():
-    from fastq._core import runpack_py
-
-    for impl in (runpack_cy.pack_runs, runpack_py.pack_runs):
+def test_run_log_refuses_what_msgpack_refuses_and_keeps_the_runs_before():
+    for log in both_logs():
+        log.add(b"e", "q", "task-succeeded", 1.0, 2.0, "None")
         with pytest.raises(UnicodeEncodeError):
-            impl([("\ud800",)])  # a lone surrogate cannot be UTF-8
+            log.add(b"e", "q", None, 1.0, 2.0, "\ud800")  # a lone surrogate cannot be UTF-8
+        assert len(log) == 1
+        assert msgpack.unpackb(log.take()) == [[b"e", "q", "task-succeeded", 1.0, 2.0, "None"]]
+
+
+class _Task:
+    def __init__(self, is_async=False):
+        self.is_async = is_async
+
+
+class _Message:
+    queue = "q1"
+
+
+class _Child:
+    current_data = b"envelope as read"
+    task_started = 12.5
+
+
+@pytest.mark.parametrize("result", [None, 42, "x" * 2000, {"a": [1, 2]}])
+def test_run_log_hook_packs_a_sync_success(result):
+    import time
+
+    for log in both_logs(child=_Child(), repr_max=1024):
+        before = time.monotonic()
+        log.after_execute(_Task(), _Message(), result, None)
+        after = time.monotonic()
+        [[envelope, queue, outcome, started, ended, info]] = msgpack.unpackb(log.take())
+        text = repr(result)
+        assert (envelope, queue, outcome, started) == (b"envelope as read", "q1",
+                                                       "task-succeeded", 12.5)
+        assert before <= ended <= after  # the end is time.monotonic()'s clock
+        assert info == (text if len(text) <= 1024 else text[:1021] + "...")
+        assert len(info) <= 1024
+
+
+def test_run_log_hook_hands_other_runs_on():
+    exc = ValueError("no")
+    for log in both_logs(child=_Child()):
+        seen = []
+        log.other = lambda *a, seen=seen: seen.append(a)
+        task, async_task, message = _Task(), _Task(is_async=True), _Message()
+        log.after_execute(task, message, None, exc)  # a failure
+        log.after_execute(async_task, message, 1, None)  # an async success
+        assert seen == [(task, message, None, exc), (async_task, message, 1, None)]
+        assert len(log) == 0
+        log.child = None  # outside a worker: every run is handed on
+        log.after_execute(task, message, 1, None)
+        assert len(seen) == 3 and len(log) == 0

@@ -8,7 +8,7 @@ import os
 
 if os.environ.get("FASTQ_PURE"):
     from fastq._core import codec_py as _codec
-    from fastq._core import runpack_py as _runpack
+    from fastq._core import runlog_py as _runlog
     from fastq._core import select_py as _select
     from fastq._core import tally_py as _tally
 
@@ -16,14 +16,14 @@ if os.environ.get("FASTQ_PURE"):
 else:
     try:
         from fastq._core import codec as _codec  # type: ignore[attr-defined]
-        from fastq._core import runpack as _runpack  # type: ignore[attr-defined]
+        from fastq._core import runlog as _runlog  # type: ignore[attr-defined]
         from fastq._core import select as _select  # type: ignore[attr-defined]
         from fastq._core import tally as _tally  # type: ignore[attr-defined]
 
         IMPLEMENTATION = "cython"
     except ImportError:
         from fastq._core import codec_py as _codec
-        from fastq._core import runpack_py as _runpack
+        from fastq._core import runlog_py as _runlog
         from fastq._core import select_py as _select
         from fastq._core import tally_py as _tally
 
@@ -37,7 +37,8 @@ pack_value = _codec.pack_value
 unpack_value = _codec.unpack_value
 plan_levels = _select.plan_levels
 tally_runs = _tally.tally_runs
-pack_runs = _runpack.pack_runs
+RunLog = _runlog.RunLog
 
 __all__ = ["IMPLEMENTATION", "encode_message", "decode_message", "pack_body", "unpack_body",
-           "pack_value", "unpack_value", "plan_levels", "tally_runs", "pack_runs"]
+           "pack_value", "unpack_value", "plan_levels", "tally_runs",
+           "RunLog"]

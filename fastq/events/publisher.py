@@ -8,11 +8,12 @@ import threading
 import time
 from typing import Any
 
+import msgpack
 import orjson
 import structlog
 
 from fastq import __version__
-from fastq._core import encode_message, pack_runs
+from fastq._core import RunLog, encode_message
 from fastq.events import records, wire
 from fastq.middleware import IGNORED, SKIPPED, Middleware, run_event
 from fastq.worker import health
@@ -60,7 +61,7 @@ class Events:
 
 
 class TaskEvents(Middleware):
-    """A child's task events (Celery's types and fields). A run costs one append as it ends.
+    """A child's task events (Celery's types and fields). A run is packed as it ends.
     The round's runs go, compact (fastq/events/records.py), into the transaction that writes
     their outcomes (``before_flush``: ``Finish.events``), so the stream tells of exactly the
     outcomes written. Celery's format (every event a dict, JSON in a kombu envelope) costs
@@ -75,9 +76,12 @@ class TaskEvents(Middleware):
         self._hostname = ""
         self._pid = 0
         self._clock = 0
-        self._runs: list[tuple] = []  # this round's runs, compact
-        # (first clock, monotonic to epoch, runs) now in Finishes
-        self._written: list[tuple[int, float, list[tuple]]] = []
+        # this round's runs, packed as they end (fastq/_core/runlog.pyx). Its after_execute is
+        # the hook itself: a success costs no Python frame; other runs come to _other_run
+        self._runs = RunLog(None, self._other_run, records.REPR_MAX)
+        self.after_execute = self._runs.after_execute  # type: ignore[method-assign]
+        # (first clock, monotonic to epoch, packed runs) now in Finishes
+        self._written: list[tuple[int, float, bytes]] = []
         self._to_epoch = time.time() - time.monotonic()
         self._utcoffset = wire.utcoffset()
         self._retrying: str | None = None
@@ -90,21 +94,21 @@ class TaskEvents(Middleware):
         self._child = child
         self._hostname = child.consumer.rsplit(":", 1)[0]
         self._pid = os.getpid()
+        self._runs.child = child
 
     def on_retry(self, task: Any, message: Any, exc: BaseException, countdown: float) -> None:
         self._retrying = message.id
 
     def after_execute(self, task: Any, message: Any, result: Any = None,
                       exc: BaseException | None = None) -> None:
-        """The run, compact (fastq/events/records.py): a success is one append."""
+        """The run, compact (fastq/events/records.py). (An instance's hook is its run log's.)"""
+        self._runs.after_execute(task, message, result, exc)
+
+    def _other_run(self, task: Any, message: Any, result: Any,
+                   exc: BaseException | None) -> None:
+        """A run other than a sync success: its outcome, and what that outcome's event says."""
         child = self._child
         if child is None:  # run outside a worker (eager): no worker, no events
-            return
-        if exc is None and not task.is_async:
-            text = repr(result)
-            self._runs.append((child.current_data, message.queue, "task-succeeded",
-                               child.task_started, time.monotonic(),
-                               text if len(text) <= records.REPR_MAX else records.cut(text)))
             return
         started = 0.0 if task.is_async else child.task_started
         if exc is None:
@@ -122,18 +126,18 @@ class TaskEvents(Middleware):
             info = records.detail(outcome, exc, result)
         # an async run ends after later deliveries were read: its envelope is encoded again
         envelope = encode_message(message) if task.is_async else child.current_data
-        self._runs.append((envelope, message.queue, outcome, started, time.monotonic(), info))
+        self._runs.add(envelope, message.queue, outcome, started, time.monotonic(), info)
 
     def before_flush(self, child: Any, finish: Any) -> None:
-        if not self._runs:
+        count = len(self._runs)
+        if not count:
             return
-        runs, self._runs = self._runs, []
+        runs = self._runs.take()
         finish.events.append(({"h": self._hostname, "p": self._pid, "o": self._utcoffset,
-                               "c": self._clock, "t": self._to_epoch,
-                               "r": pack_runs(runs)},
-                              max(10, self.app.settings.events_maxlen // len(runs))))
+                               "c": self._clock, "t": self._to_epoch, "r": runs},
+                              max(10, self.app.settings.events_maxlen // count)))
         self._written.append((self._clock, self._to_epoch, runs))
-        self._clock += 3 * len(runs)  # clocks only need to grow: three a run
+        self._clock += 3 * count  # clocks only need to grow: three a run
 
     def after_flush(self, child: Any, finish: Any) -> None:
         self._to_epoch = time.time() - time.monotonic()
@@ -144,7 +148,7 @@ class TaskEvents(Middleware):
         if not (self._listened or now >= self._next_try):
             return
         batch = [e for clock, to_epoch, runs in written for e in records.expand(
-            runs, self._hostname, self._pid, self._utcoffset, clock, to_epoch,
+            msgpack.unpackb(runs), self._hostname, self._pid, self._utcoffset, clock, to_epoch,
             self._accept_pickle)]
         try:
             listeners = self._broker.publish_events(
