@@ -22,7 +22,9 @@ Where each hook fires:
 - per round: ``before_flush(child, finish)`` as a round's outcomes are about to be written (what
   it adds to ``finish.events`` goes in the same round trip, written only with them);
   ``after_flush(child, finish)`` once they are written: the place for a batching consumer
-  (metrics, events) to do its I/O, rather than per task.
+  (metrics, events) to do its I/O, rather than per task; ``child_idle(child)`` as a child is
+  about to wait for work (its next read will block): where a consumer that holds its I/O back
+  over several rounds writes what it holds, so nothing waits on the next task.
 
 A hook that raises (other than ``SkipMessage``/``DeferMessage`` in ``before_execute``) is logged by
 the worker and does not fail the task; in the producer it refuses the send.
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
 HOOKS = ("before_send", "after_send", "worker_boot", "worker_ready", "child_init",
          "child_shutdown", "worker_shutdown", "beat_init",
          "before_execute", "after_execute", "on_retry", "on_dead_letter", "before_flush",
-         "after_flush")
+         "after_flush", "child_idle")
 
 
 class SkipMessage(FastqError):  # noqa: N818 - Dramatiq's and the issue's name
@@ -99,6 +101,8 @@ class Middleware:
     def before_flush(self, child: Any, finish: Finish) -> None: ...
 
     def after_flush(self, child: Any, finish: Finish) -> None: ...
+
+    def child_idle(self, child: Any) -> None: ...
 
 
 class Hooks:

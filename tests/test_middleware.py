@@ -32,6 +32,7 @@ def hook_log(tmp_path, monkeypatch):
 def test_every_hook_fires_where_it_should(app, hooked_worker, hook_log, r):
     w = hooked_worker(env={"FASTQ_HOOK_LOG": os.environ["FASTQ_HOOK_LOG"]})
     assert len(hook_log("child_init")) == 2 and len(hook_log("worker_boot")) == 1
+    wait_for(lambda: len(hook_log("child_idle")) >= 2, 10, message="each child idle, waiting")
 
     single = hooked.double.delay(1)
     with app.batch():
@@ -70,6 +71,9 @@ def test_every_hook_fires_where_it_should(app, hooked_worker, hook_log, r):
     # after_flush runs once the round trip that acked returned: a moment after the acks land
     wait_for(lambda: sum(row["acks"] for row in hook_log("after_flush")) >= len(ids) + 1, 10,
              message="after_flush of every ack")
+    # and once a child has nothing left, child_idle comes after its last after_flush
+    wait_for(lambda: [row["hook"] for row in hook_log() if row["hook"] in (
+        "after_flush", "child_idle")][-1] == "child_idle", 10, message="child_idle at the end")
 
     # a killed child is restarted, and its replacement runs child_init again
     pid = w.child_pids(r)[0]

@@ -1,11 +1,13 @@
-"""What a worker child counts: per task one append, into the metric families per round.
+"""What a worker child counts: per task one append, into the metric families a few times a second.
 
 A prometheus-client increment in multiprocess mode takes a lock and writes an mmap'd file (about
 a microsecond); a fastq no-op task costs a few. So a successful run here is one list append (its
 message, start, end and entry id); ``after_flush`` (once a round's outcomes are written) counts
-and buckets the round's runs in the Cython core (``fastq._core.tally_runs``) and adds them to the
-families, one increment per label set and bucket. Other outcomes (rare on a hot path) are
-counted as they happen.
+and buckets the round's runs in the Cython core (``fastq._core.tally_runs``), and the counts
+reach the families, one increment per label set and bucket, at most every ``WRITE_EVERY_S``
+while the child is busy and whenever it is about to wait for work (``child_idle``), so a scrape
+of an idle worker sees every run. Other outcomes (rare on a hot path) are counted as they
+happen. A child killed outright loses what it had not written (at most ``WRITE_EVERY_S``).
 """
 from __future__ import annotations
 
@@ -22,6 +24,9 @@ if TYPE_CHECKING:
 
 
 REVOKED = "task-revoked"
+# a busy child's counts reach the families at most this often (each write takes a lock and
+# touches an mmap'd file per label set and bucket: several times a no-op task's run)
+WRITE_EVERY_S = 0.25
 
 
 class _Observations:
@@ -79,6 +84,7 @@ class TaskMetrics(Middleware):
         self._retrying: str | None = None
         self._child: Any = None
         self._engine_written: dict[str, int] = {}  # Child.engine_counts already written
+        self._next_write = 0.0  # time.monotonic() from which after_flush writes again
 
     @property
     def families(self) -> families.Families:
@@ -116,6 +122,16 @@ class TaskMetrics(Middleware):
         self._counts[key] = self._counts.get(key, 0) + 1
 
     def after_flush(self, child: Any, finish: Any) -> None:
+        """The round's successes are counted now (their messages let go); the families are
+        written at most every ``WRITE_EVERY_S`` while the child is busy, and as it goes idle."""
+        if self._succeeded:
+            self._count_successes()
+        now = time.monotonic()
+        if now >= self._next_write:
+            self._next_write = now + WRITE_EVERY_S
+            self.flush()
+
+    def child_idle(self, child: Any) -> None:
         self.flush()
 
     def child_shutdown(self, child: Any) -> None:

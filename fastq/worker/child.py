@@ -202,7 +202,11 @@ class Child:
         if now >= self._next_reclaim:
             self._next_reclaim = now + self.conf.reclaim_interval_s
             self.reclaim()
-        deliveries = self._next_batch or self._fetch(block_ms)
+        deliveries = self._next_batch
+        if not deliveries:
+            if self.hooks.child_idle:  # the read below may wait
+                self._call_hooks(self.hooks.child_idle, self)
+            deliveries = self._fetch(block_ms)
         self._next_batch = None
         if deliveries:
             # The fetch may have blocked for longer than revocation_sync_ms: catch up before

@@ -54,6 +54,9 @@ class Recorder(Middleware):
     def after_flush(self, child, finish):
         _record("after_flush", acks=sum(len(ids) for ids in finish.acks.values()))
 
+    def child_idle(self, child):
+        _record("child_idle")
+
 
 app = App("hooked", middleware=[Recorder()])
 
