@@ -396,37 +396,84 @@ def test_implementation_switch():
     assert run({"FASTQ_PURE": "1"}).strip() == "python"
 
 
-# -- tally_runs (the metrics' per-round counting) ------------------------------------------------
+# -- RunTally (the metrics' counting, as runs end) ---------------------------------------------
 tally_cy = pytest.importorskip("fastq._core.tally", reason="Cython core not built")
 RUN_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, math.inf)
 WAIT_BOUNDS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, math.inf)
 runs_strategy = st.lists(st.tuples(
-    st.sampled_from(["a", "b"]), st.sampled_from(["q1", "q2"]),
+    st.sampled_from(["a", "b", "c"]), st.sampled_from(["q1", "q2"]),
     st.one_of(st.just(0.0), st.floats(1.0, 1e5)), st.floats(0.0, 20.0),
     st.one_of(st.none(), st.integers(0, 2**41).map(lambda ms: f"{ms}-{ms % 7}".encode()))),
     max_size=60)
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
-@given(runs_strategy, st.floats(-1e6, 2e9))
-def test_tally_runs_identical(raw, offset):
+class _Task:
+    def __init__(self, is_async=False):
+        self.is_async = is_async
+
+
+def both_tallies(**kwargs):
     from fastq._core import tally_py
 
-    runs = [(Message(id=str(i), task=name, queue=queue), started, started + took, entry)
-            for i, (name, queue, started, took, entry) in enumerate(raw)]
-    py_stats: dict = {}
-    cy_stats: dict = {}
-    tally_py.tally_runs(runs, offset, RUN_BOUNDS, WAIT_BOUNDS, py_stats)
-    tally_cy.tally_runs(runs, offset, RUN_BOUNDS, WAIT_BOUNDS, cy_stats)
-    assert py_stats.keys() == cy_stats.keys()
-    for key, py in py_stats.items():
-        cy = cy_stats[key]
-        assert py[0] == cy[0] and py[2] == cy[2] and py[4] == cy[4] and py[6] == cy[6]
-        for i in (1, 3, 5):
-            assert math.isclose(py[i], cy[i], rel_tol=1e-9, abs_tol=1e-9)
-    assert sum(s[0] for s in py_stats.values()) == len(runs)
-    timed = sum(1 for r in runs if r[1])
-    assert sum(sum(s[2]) for s in py_stats.values()) == timed  # every timed run in one bucket
+    return (tally_cy.RunTally(RUN_BOUNDS, WAIT_BOUNDS, **kwargs),
+            tally_py.RunTally(RUN_BOUNDS, WAIT_BOUNDS, **kwargs))
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(runs_strategy, min_size=1, max_size=3), st.floats(-1e6, 2e9))
+def test_run_tally_identical(rounds, offset):
+    tallies = both_tallies()
+    for raw in rounds:  # a tally is used again after each take
+        for tally in tallies:
+            tally.offset = offset
+            for name, queue, started, took, entry in raw:
+                tally.add(name, queue, started, started + took, entry)
+            assert len(tally) == len(raw)
+        cy_stats, py_stats = (tally.take() for tally in tallies)
+        assert cy_stats == py_stats  # the same floats: the same sums in the same order
+        assert sum(s[0] for s in py_stats.values()) == len(raw)
+        timed = sum(1 for r in raw if r[2])
+        assert sum(sum(s[2]) for s in py_stats.values()) == timed  # each in one run bucket
+        waited = sum(1 for r in raw if r[2] and r[4])
+        assert sum(sum(s[4]) for s in py_stats.values()) == waited
+        assert all(len(tally) == 0 for tally in tallies)
+
+
+def test_run_tally_buckets_and_sums():
+    for tally in both_tallies():
+        tally.offset = 1000.0
+        tally.add("t", "q", 5.0, 5.02, b"1004500-0")  # ran 0.02 s, waited 0.5 s, 0.52 s in all
+        tally.add("t", "q", 0.0, 0.0, None)  # counted, not timed
+        [(key, st)] = tally.take().items()
+        assert key == ("t", "q") and st[0] == 2
+        assert math.isclose(st[1], 0.02) and st[2][RUN_BOUNDS.index(0.025)] == 1
+        assert math.isclose(st[3], 0.5) and st[4][WAIT_BOUNDS.index(1.0)] == 1
+        assert math.isclose(st[5], 0.52) and st[6][WAIT_BOUNDS.index(1.0)] == 1
+        assert tally.take() == {}
+
+
+class _TallyChild:
+    task_started = 100.0
+    current_entry = None
+
+
+def test_run_tally_hook_counts_a_sync_success_and_hands_other_runs_on():
+    import time
+
+    from fastq.message import Message
+
+    exc = KeyError("k")
+    for tally in both_tallies(child=_TallyChild()):
+        seen = []
+        tally.other = lambda *a, seen=seen: seen.append(a)
+        message = Message(id="1", task="t", queue="q")
+        _TallyChild.task_started = time.monotonic() - 0.03
+        tally.after_execute(_Task(), message, 1, None)
+        tally.after_execute(_Task(), message, None, exc)
+        tally.after_execute(_Task(is_async=True), message, 2, None)
+        [(key, st)] = tally.take().items()
+        assert key == ("t", "q") and st[0] == 1 and 0.03 <= st[1] < 5  # timed by its end
+        assert [a[3] for a in seen] == [exc, None] and len(seen) == 2
 
 
 # -- RunLog (the events' runs, packed as they end) -------------------------------------------
@@ -477,11 +524,6 @@ def test_run_log_refuses_what_msgpack_refuses_and_keeps_the_runs_before():
             log.add(b"e", "q", None, 1.0, 2.0, "\ud800")  # a lone surrogate cannot be UTF-8
         assert len(log) == 1
         assert msgpack.unpackb(log.take()) == [[b"e", "q", "task-succeeded", 1.0, 2.0, "None"]]
-
-
-class _Task:
-    def __init__(self, is_async=False):
-        self.is_async = is_async
 
 
 class _Message:

@@ -36,9 +36,9 @@ unpack_body = _codec.unpack_body
 pack_value = _codec.pack_value
 unpack_value = _codec.unpack_value
 plan_levels = _select.plan_levels
-tally_runs = _tally.tally_runs
+RunTally = _tally.RunTally
 RunLog = _runlog.RunLog
 
 __all__ = ["IMPLEMENTATION", "encode_message", "decode_message", "pack_body", "unpack_body",
-           "pack_value", "unpack_value", "plan_levels", "tally_runs",
+           "pack_value", "unpack_value", "plan_levels", "RunTally",
            "RunLog"]

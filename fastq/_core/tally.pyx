@@ -1,8 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""Counting and timing a round's successful runs for the metrics: see ``tally_py.py`` (the
+"""Counting and timing successful runs for the metrics, as they end: see ``tally_py.py`` (the
 pure twin; same arguments, same results)."""
 
-from fastq._core.tally_py import new_stats
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from libc.string cimport memset
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 cdef enum:
     MAX_BOUNDS = 64
@@ -31,51 +33,134 @@ cdef inline double _entry_seconds(bytes entry):
     return ms / 1000.0
 
 
-def tally_runs(list runs, double offset, tuple run_bounds, tuple wait_bounds, dict stats):
+cdef inline double _monotonic() noexcept:
+    """``time.monotonic()``, as CPython computes it on Linux."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <double>(ts.tv_sec * 1000000000LL + ts.tv_nsec) / 1e9
+
+
+cdef class RunTally:
+    """See ``tally_py.RunTally``. Each (name, queue) seen has a slot of C counters: a count,
+    the run, wait and latency buckets (``counts``) and their sums (``sums``)."""
     cdef double rb[MAX_BOUNDS]
     cdef double wb[MAX_BOUNDS]
-    cdef Py_ssize_t nr = len(run_bounds), nw = len(wait_bounds), i
-    if nr > MAX_BOUNDS or nw > MAX_BOUNDS:
-        raise ValueError(f"at most {MAX_BOUNDS} histogram bounds")
-    for i in range(nr):
-        rb[i] = run_bounds[i]
-    for i in range(nw):
-        wb[i] = wait_bounds[i]
-    cdef double started, ended, runtime, enqueued, wait, latency
-    cdef list st, buckets
-    cdef object entry
-    cdef tuple run
-    for run in runs:
-        msg = run[0]
-        key = (msg.task, msg.queue)
-        st = stats.get(key)
-        if st is None:
-            st = new_stats(run_bounds, wait_bounds)
-            stats[key] = st
-        st[0] = st[0] + 1
-        started = run[1]
+    cdef Py_ssize_t nr, nw, stride, slots, cap, count
+    cdef long long* counts
+    cdef double* sums
+    cdef dict index  # (name, queue) -> slot
+    cdef list keys  # slot -> (name, queue)
+    cdef str last_name, last_queue
+    cdef Py_ssize_t last_slot
+    cdef readonly tuple run_bounds, wait_bounds
+    cdef public object child, other
+    cdef public double offset
+
+    def __init__(self, run_bounds, wait_bounds, child=None, other=None):
+        cdef Py_ssize_t i
+        self.run_bounds, self.wait_bounds = tuple(run_bounds), tuple(wait_bounds)
+        self.nr, self.nw = len(self.run_bounds), len(self.wait_bounds)
+        if self.nr > MAX_BOUNDS or self.nw > MAX_BOUNDS:
+            raise ValueError(f"at most {MAX_BOUNDS} histogram bounds")
+        for i in range(self.nr):
+            self.rb[i] = self.run_bounds[i]
+        for i in range(self.nw):
+            self.wb[i] = self.wait_bounds[i]
+        self.stride = 1 + self.nr + 2 * self.nw
+        self.child, self.other, self.offset = child, other, 0.0
+        self.index, self.keys, self.last_slot = {}, [], -1
+
+    def __dealloc__(self):
+        PyMem_Free(self.counts)
+        PyMem_Free(self.sums)
+
+    def __len__(self):
+        return self.count
+
+    cdef Py_ssize_t _slot(self, str name, str queue) except -1:
+        cdef object found
+        cdef long long* counts
+        cdef double* sums
+        cdef Py_ssize_t cap
+        if self.last_slot >= 0 and name == self.last_name and queue == self.last_queue:
+            return self.last_slot
+        key = (name, queue)
+        found = self.index.get(key)
+        if found is None:
+            if self.slots == self.cap:
+                cap = 2 * self.cap if self.cap else 4
+                counts = <long long*>PyMem_Realloc(self.counts,
+                                                   cap * self.stride * sizeof(long long))
+                if counts == NULL:
+                    raise MemoryError()
+                self.counts = counts
+                sums = <double*>PyMem_Realloc(self.sums, cap * 3 * sizeof(double))
+                if sums == NULL:
+                    raise MemoryError()
+                self.sums, self.cap = sums, cap
+            memset(self.counts + self.slots * self.stride, 0, self.stride * sizeof(long long))
+            memset(self.sums + self.slots * 3, 0, 3 * sizeof(double))
+            found = self.index[key] = self.slots
+            self.keys.append(key)
+            self.slots += 1
+        self.last_name, self.last_queue, self.last_slot = name, queue, found
+        return found
+
+    cdef int _add(self, str name, str queue, double started, double ended,
+                  object entry) except -1:
+        cdef Py_ssize_t slot = self._slot(name, queue)
+        cdef long long* c = self.counts + slot * self.stride
+        cdef double* s = self.sums + slot * 3
+        cdef double runtime, enqueued, wait, latency
+        self.count += 1
+        c[0] += 1
         if not started:
-            continue
-        ended = run[2]
+            return 0
         runtime = ended - started
-        st[1] = st[1] + runtime
-        buckets = st[2]
-        i = _bucket(rb, nr, runtime)
-        buckets[i] = buckets[i] + 1
-        entry = run[3]
+        s[0] += runtime
+        c[1 + _bucket(self.rb, self.nr, runtime)] += 1
         if entry:
             enqueued = _entry_seconds(entry)
-            wait = started + offset - enqueued
+            wait = started + self.offset - enqueued
             if wait < 0.0:
                 wait = 0.0
-            latency = ended + offset - enqueued
+            latency = ended + self.offset - enqueued
             if latency < 0.0:
                 latency = 0.0
-            st[3] = st[3] + wait
-            buckets = st[4]
-            i = _bucket(wb, nw, wait)
-            buckets[i] = buckets[i] + 1
-            st[5] = st[5] + latency
-            buckets = st[6]
-            i = _bucket(wb, nw, latency)
-            buckets[i] = buckets[i] + 1
+            s[1] += wait
+            c[1 + self.nr + _bucket(self.wb, self.nw, wait)] += 1
+            s[2] += latency
+            c[1 + self.nr + self.nw + _bucket(self.wb, self.nw, latency)] += 1
+        return 0
+
+    def add(self, str name, str queue, double started, double ended, entry):
+        self._add(name, queue, started, ended, entry)
+
+    def after_execute(self, task, message, result=None, exc=None):
+        cdef object child = self.child
+        if exc is not None or child is None or task.is_async:
+            if self.other is not None:
+                self.other(task, message, result, exc)
+            return
+        self._add(message.task, message.queue, child.task_started, _monotonic(),
+                  child.current_entry)
+
+    def take(self):
+        cdef dict out = {}
+        cdef Py_ssize_t slot, i, nr = self.nr, nw = self.nw
+        cdef long long* c
+        cdef double* s
+        for slot in range(self.slots):
+            c = self.counts + slot * self.stride
+            if not c[0]:
+                continue
+            s = self.sums + slot * 3
+            out[self.keys[slot]] = [
+                c[0], s[0], [c[1 + i] for i in range(nr)],
+                s[1], [c[1 + nr + i] for i in range(nw)],
+                s[2], [c[1 + nr + nw + i] for i in range(nw)]]
+        if self.slots:
+            memset(self.counts, 0, self.slots * self.stride * sizeof(long long))
+            memset(self.sums, 0, self.slots * 3 * sizeof(double))
+        self.count = 0
+        return out

@@ -1,11 +1,11 @@
-"""What a worker child counts: per task one append, into the metric families a few times a second.
+"""What a worker child counts: each run as it ends, into the metric families a few times a second.
 
 A prometheus-client increment in multiprocess mode takes a lock and writes an mmap'd file (about
-a microsecond); a fastq no-op task costs a few. So a successful run here is one list append (its
-message, start, end and entry id); ``after_flush`` (once a round's outcomes are written) counts
-and buckets the round's runs in the Cython core (``fastq._core.tally_runs``), and the counts
-reach the families, one increment per label set and bucket, at most every ``WRITE_EVERY_S``
-while the child is busy and whenever it is about to wait for work (``child_idle``), so a scrape
+a microsecond); a fastq no-op task costs a few. So a successful run is counted, timed and
+bucketed as it ends by the Cython core (``fastq._core.RunTally``, whose ``after_execute`` is the
+hook itself: no Python frame), in C counters per task name and queue; the counts reach the
+families, one increment per label set and bucket, at most every ``WRITE_EVERY_S`` while the
+child is busy (after a round's outcomes are written) and whenever it is about to wait for work (``child_idle``), so a scrape
 of an idle worker sees every run. Other outcomes (rare on a hot path) are counted as they
 happen. A child killed outright loses what it had not written (at most ``WRITE_EVERY_S``).
 """
@@ -15,7 +15,7 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from fastq._core import tally_runs
+from fastq._core import RunTally
 from fastq.metrics import families
 from fastq.middleware import IGNORED, SKIPPED, Middleware, run_event
 
@@ -79,8 +79,11 @@ class TaskMetrics(Middleware):
         self._runtime = _Observations(tuple(float(b) for b in families.BUCKETS))
         self._wait = _Observations(families.WAIT_BUCKETS)
         self._latency = _Observations(families.WAIT_BUCKETS)
-        # successes not yet counted: (message, started, ended (time.monotonic()), entry id)
-        self._succeeded: list[tuple[Message, float, float, bytes | None]] = []
+        # successes not yet written, counted and timed as they end (fastq/_core/tally.pyx). Its
+        # after_execute is the hook itself: a success costs no Python frame; other runs come
+        # to _other_run
+        self._tally = RunTally(self._runtime.bounds, self._wait.bounds, None, self._other_run)
+        self.after_execute = self._tally.after_execute  # type: ignore[method-assign]
         self._retrying: str | None = None
         self._child: Any = None
         self._engine_written: dict[str, int] = {}  # Child.engine_counts already written
@@ -94,7 +97,8 @@ class TaskMetrics(Middleware):
 
     # -- hooks ------------------------------------------------------------------------------
     def child_init(self, child: Any) -> None:
-        self._child = child
+        self._child = self._tally.child = child
+        self._tally.offset = time.time() - time.monotonic()
         self.hostname = child.consumer.rsplit(":", 1)[0]
 
     def after_send(self, app: Any, message: Message) -> None:
@@ -107,11 +111,15 @@ class TaskMetrics(Middleware):
 
     def after_execute(self, task: Any, message: Message, result: Any = None,
                       exc: BaseException | None = None) -> None:
-        """A success costs one append; it is counted and timed at the flush."""
-        child = self._child
+        """Counted as it ends. (An instance's hook is its tally's.)"""
+        self._tally.after_execute(task, message, result, exc)
+
+    def _other_run(self, task: Any, message: Message, result: Any,
+                   exc: BaseException | None) -> None:
+        """A run other than a sync success: an async success is counted (not timed), any
+        other outcome by its event type."""
         if exc is None:
-            self._succeeded.append((message, 0.0 if task.is_async else child.task_started,
-                                    time.monotonic(), child.current_entry))
+            self._tally.add(message.task, message.queue, 0.0, 0.0, None)
             return
         retried = self._retrying == message.id
         if retried:
@@ -122,10 +130,8 @@ class TaskMetrics(Middleware):
         self._counts[key] = self._counts.get(key, 0) + 1
 
     def after_flush(self, child: Any, finish: Any) -> None:
-        """The round's successes are counted now (their messages let go); the families are
-        written at most every ``WRITE_EVERY_S`` while the child is busy, and as it goes idle."""
-        if self._succeeded:
-            self._count_successes()
+        """The families are written at most every ``WRITE_EVERY_S`` while the child is busy,
+        and as it goes idle."""
         now = time.monotonic()
         if now >= self._next_write:
             self._next_write = now + WRITE_EVERY_S
@@ -147,12 +153,10 @@ class TaskMetrics(Middleware):
                 written[key] = value
 
     def _count_successes(self) -> None:
-        """Count and time the round's successes (fastq/_core/tally.pyx): a run's epoch start is
-        its monotonic start moved by the clocks' offset now."""
-        succeeded, self._succeeded = self._succeeded, []
-        stats: dict[tuple[str, str], list] = {}
-        tally_runs(succeeded, time.time() - time.monotonic(), self._runtime.bounds,
-                   self._wait.bounds, stats)
+        """The successes tallied since the last write (fastq/_core/tally.pyx); a run's epoch
+        start is its monotonic start moved by the clocks' offset, taken again at each write."""
+        stats = self._tally.take()
+        self._tally.offset = time.time() - time.monotonic()
         counts, host = self._counts, self.hostname
         for (name, queue), (n, run_sum, runs, wait_sum, waits, lat_sum, lats) in stats.items():
             key = (name, queue, "task-succeeded", "")
@@ -165,7 +169,7 @@ class TaskMetrics(Middleware):
         """Write what was counted since the last flush into the families."""
         if self._child is not None:
             self._write_engine(self._child.engine_counts)
-        if self._succeeded:
+        if len(self._tally):
             self._count_successes()
         if not (self._counts or self._runtime.pending or self._wait.pending):
             return
