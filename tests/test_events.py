@@ -98,6 +98,7 @@ def test_every_kind_of_run_is_told_with_its_own_message(app, start_worker, r):
     assert received["args"] == "(4, 5)"
     [done] = [e for e in by_id[received["uuid"]] if e["type"] == "task-succeeded"]
     assert done["result"] == "9"
+    assert 0.01 <= done["runtime"] < 5  # timed from its coroutine's start (it sleeps 0.01 s)
     steps = [(e["name"], e["root_id"]) for i in (first_id, last.id) for e in by_id[i]
              if e["type"] == "task-received"]
     assert steps == [(add.name, first_id), (add.name, first_id)]

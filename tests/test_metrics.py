@@ -88,6 +88,26 @@ def test_task_metrics_have_celery_exporters_names(app, start_worker, r):
     assert _value(s, "fastq_lease_renewals_total", hostname=w.name) >= 0
 
 
+def test_async_runs_are_timed_like_sync_ones(app, start_worker, r):
+    from tests.apps.basic import async_add
+
+    results = [async_add.delay(i, 1) for i in range(6)]  # sent first: one batch, run together
+    w, port = _start(start_worker)
+    assert [res.get(timeout=10) for res in results] == [i + 1 for i in range(6)]
+    task = {"name": async_add.name, "hostname": w.name, "queue_name": "default"}
+
+    def settled():
+        s = _scrape(port)
+        return s if _value(s, "celery_task_succeeded_total", **task) == 6 else None
+
+    s = wait_for(settled, 10, message="the async runs counted")
+    assert _value(s, "celery_task_runtime_count", **task) == 6
+    # each sleeps 0.01 s: timed from its own coroutine's start to its end
+    assert 0.06 <= _value(s, "celery_task_runtime_sum", **task) < 30
+    assert _value(s, "fastq_task_queue_wait_seconds_count", name=async_add.name,
+                  queue_name="default") == 6
+
+
 def test_rate_limit_deferrals_are_counted(app, start_worker, r):
     from tests.apps.basic import add
 

@@ -150,12 +150,12 @@ cdef class RunLog:
         self.count += 1
 
     def after_execute(self, task, message, result=None, exc=None):
-        """The middleware hook: a sync success is packed here; any other run goes to
+        """The middleware hook: a success is packed here; any other run goes to
         ``other(task, message, result, exc)``."""
         cdef str text
         cdef object child = self.child
         cdef Py_ssize_t mark = self.b.size
-        if exc is not None or child is None or task.is_async:
+        if exc is not None or child is None:
             if self.other is not None:
                 self.other(task, message, result, exc)
             return

@@ -3,8 +3,8 @@ the pure twin of ``runlog.pyx``.
 
 ``take()`` gives exactly ``msgpack.packb(runs, default=repr)`` of the runs added since the last
 take, each run ``(envelope, queue, outcome, started, ended, info)``. ``after_execute`` is the
-middleware hook itself (fastq/events/publisher.py installs it): a sync success is recorded
-here, without a Python frame in the Cython twin (the child's envelope as read, its start,
+middleware hook itself (fastq/events/publisher.py installs it): a success is recorded here,
+without a Python frame in the Cython twin (the child's envelope as read, its start,
 ``time.monotonic()`` as its end, the result's repr cut to ``repr_max``); any other run goes to
 ``other(task, message, result, exc)``, which works out its outcome and calls :meth:`add`.
 """
@@ -36,7 +36,7 @@ class RunLog:
     def after_execute(self, task: Any, message: Any, result: Any = None,
                       exc: BaseException | None = None) -> None:
         child = self.child
-        if exc is not None or child is None or task.is_async:
+        if exc is not None or child is None:
             if self.other is not None:
                 self.other(task, message, result, exc)
             return

@@ -138,7 +138,7 @@ cdef class RunTally:
 
     def after_execute(self, task, message, result=None, exc=None):
         cdef object child = self.child
-        if exc is not None or child is None or task.is_async:
+        if exc is not None or child is None:
             if self.other is not None:
                 self.other(task, message, result, exc)
             return

@@ -5,7 +5,7 @@ the pure twin of ``tally.pyx``, giving the same results.
 ``started`` and ``ended`` are ``time.monotonic()`` (``started`` 0: not timed), ``entry`` its
 stream entry id (``b"<ms>-<n>"``; None: none), from which its wait (enqueue to start) and latency
 (enqueue to end) are measured, ``offset`` turning a monotonic time into epoch seconds.
-``after_execute`` is the middleware hook itself: a sync success is added here (the child's start
+``after_execute`` is the middleware hook itself: a success is added here (the child's start
 and entry, ``time.monotonic()`` as its end), without a Python frame in the Cython twin; any other
 run goes to ``other(task, message, result, exc)``. ``take()`` returns what was added since the
 last take, ``{(name, queue): [count, run sum, run buckets, wait sum, wait buckets, latency sum,
@@ -58,7 +58,7 @@ class RunTally:
     def after_execute(self, task: Any, message: Any, result: Any = None,
                       exc: BaseException | None = None) -> None:
         child = self.child
-        if exc is not None or child is None or task.is_async:
+        if exc is not None or child is None:
             if self.other is not None:
                 self.other(task, message, result, exc)
             return

@@ -13,7 +13,7 @@ import orjson
 import structlog
 
 from fastq import __version__
-from fastq._core import RunLog, encode_message
+from fastq._core import RunLog
 from fastq.events import records, wire
 from fastq.middleware import IGNORED, SKIPPED, Middleware, run_event
 from fastq.worker import health
@@ -77,7 +77,7 @@ class TaskEvents(Middleware):
         self._pid = 0
         self._clock = 0
         # this round's runs, packed as they end (fastq/_core/runlog.pyx). Its after_execute is
-        # the hook itself: a success costs no Python frame; other runs come to _other_run
+        # the hook itself: a success costs no Python frame; runs that raised come to _other_run
         self._runs = RunLog(None, self._other_run, records.REPR_MAX)
         self.after_execute = self._runs.after_execute  # type: ignore[method-assign]
         # (first clock, monotonic to epoch, packed runs) now in Finishes
@@ -106,27 +106,21 @@ class TaskEvents(Middleware):
 
     def _other_run(self, task: Any, message: Any, result: Any,
                    exc: BaseException | None) -> None:
-        """A run other than a sync success: its outcome, and what that outcome's event says."""
+        """A run that raised: its outcome, and what that outcome's event says."""
         child = self._child
-        if child is None:  # run outside a worker (eager): no worker, no events
+        if child is None or exc is None:  # run outside a worker (eager): no worker, no events
             return
-        started = 0.0 if task.is_async else child.task_started
-        if exc is None:
-            outcome: str | None = "task-succeeded"
-            info: Any = records.cut(repr(result))
-        else:
-            retried = self._retrying == message.id
-            if retried:
-                self._retrying = None
-            outcome = run_event(exc, retried)
-            if outcome in ("task-revoked", SKIPPED):  # every skip is told as revoked
-                outcome, started = "task-revoked", 0.0
-            elif outcome == IGNORED:  # no outcome event (records.expand)
-                outcome = None
-            info = records.detail(outcome, exc, result)
-        # an async run ends after later deliveries were read: its envelope is encoded again
-        envelope = encode_message(message) if task.is_async else child.current_data
-        self._runs.add(envelope, message.queue, outcome, started, time.monotonic(), info)
+        started = child.task_started
+        retried = self._retrying == message.id
+        if retried:
+            self._retrying = None
+        outcome: str | None = run_event(exc, retried)
+        if outcome in ("task-revoked", SKIPPED):  # every skip is told as revoked
+            outcome, started = "task-revoked", 0.0
+        elif outcome == IGNORED:  # no outcome event (records.expand)
+            outcome = None
+        self._runs.add(child.current_data, message.queue, outcome, started, time.monotonic(),
+                       records.detail(outcome, exc, result))
 
     def before_flush(self, child: Any, finish: Any) -> None:
         count = len(self._runs)

@@ -116,8 +116,8 @@ class TaskMetrics(Middleware):
 
     def _other_run(self, task: Any, message: Message, result: Any,
                    exc: BaseException | None) -> None:
-        """A run other than a sync success: an async success is counted (not timed), any
-        other outcome by its event type."""
+        """A run that raised, counted by its event type (or a success outside a worker:
+        counted, not timed)."""
         if exc is None:
             self._tally.add(message.task, message.queue, 0.0, 0.0, None)
             return

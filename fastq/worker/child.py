@@ -99,7 +99,7 @@ class Child:
         self.current_stream = ""  # the stream of the delivery being run (for the steps)
         self.current_entry: bytes | None = None  # ... and its entry id (None: a chain step)
         self.current_data = b""  # ... and its envelope, as read (a sync run's, for the events)
-        self.task_started = 0.0  # time.monotonic() as the running sync task started
+        self.task_started = 0.0  # time.monotonic() as the running task started (async: its coroutine)
         self._queues: dict[str, str] = {}  # stream key -> its queue
         self._loop: asyncio.AbstractEventLoop | None = None
         self._async_batch: list[tuple[Task, Message, tuple, dict, Delivery]] = []
@@ -571,6 +571,14 @@ class Child:
             except Exception:  # noqa: BLE001 - an observer must not break the worker
                 self._log.exception("middleware hook failed", hook=hook.__qualname__)
 
+    def _record_async(self, started: float, task: Task, msg: Message, delivery: Delivery,
+                      value=None, exc: BaseException | None = None) -> None:
+        """An ``async def`` run's outcome. The child's current run is this one first (its
+        stream, entry, envelope and start), so the hooks time it as they time a sync run."""
+        self.current_stream, _, self.current_entry, self.current_data = delivery
+        self.task_started = started
+        self._record(task, msg, delivery, value, exc)
+
     def _skipped(self, task: Task, msg: Message, delivery: Delivery, skip: SkipMessage) -> None:
         """A step said not to run it: acknowledged, with the state the step named."""
         outcome.skipped(self._done, task, msg, skip.reason, skip.state, self.threshold)
@@ -601,6 +609,7 @@ class Child:
         async def one(task, msg, args, kwargs, delivery):
             async with limit:
                 current_request.set(msg)  # each asyncio task has its own context copy
+                started = time.monotonic()
                 try:
                     coro = task.invoke(*args, **kwargs)
                     if msg.soft_limit_ms:
@@ -608,12 +617,12 @@ class Child:
                     else:
                         value = await coro
                 except TimeoutError:
-                    self._record(task, msg, delivery,
-                                 exc=SoftTimeLimitExceeded("soft time limit exceeded"))
+                    self._record_async(started, task, msg, delivery,
+                                       exc=SoftTimeLimitExceeded("soft time limit exceeded"))
                 except Exception as exc:
-                    self._record(task, msg, delivery, exc=exc)
+                    self._record_async(started, task, msg, delivery, exc=exc)
                 else:
-                    self._record(task, msg, delivery, value)
+                    self._record_async(started, task, msg, delivery, value)
 
         async def run_all():
             await asyncio.gather(*(one(*item) for item in batch))
