@@ -403,7 +403,8 @@ WAIT_BOUNDS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, math.inf)
 runs_strategy = st.lists(st.tuples(
     st.sampled_from(["a", "b", "c"]), st.sampled_from(["q1", "q2"]),
     st.one_of(st.just(0.0), st.floats(1.0, 1e5)), st.floats(0.0, 20.0),
-    st.one_of(st.none(), st.integers(0, 2**41).map(lambda ms: f"{ms}-{ms % 7}".encode()))),
+    st.one_of(st.none(), st.integers(0, 2**41).map(lambda ms: f"{ms}-{ms % 7}".encode())),
+    st.one_of(st.just(0.0), st.floats(0.5, 1e5))),
     max_size=60)
 
 
@@ -426,8 +427,8 @@ def test_run_tally_identical(rounds, offset):
     for raw in rounds:  # a tally is used again after each take
         for tally in tallies:
             tally.offset = offset
-            for name, queue, started, took, entry in raw:
-                tally.add(name, queue, started, started + took, entry)
+            for name, queue, started, took, entry, read_at in raw:
+                tally.add(name, queue, started, started + took, entry, read_at)
             assert len(tally) == len(raw)
         cy_stats, py_stats = (tally.take() for tally in tallies)
         assert cy_stats == py_stats  # the same floats: the same sums in the same order
@@ -436,16 +437,20 @@ def test_run_tally_identical(rounds, offset):
         assert sum(sum(s[2]) for s in py_stats.values()) == timed  # each in one run bucket
         waited = sum(1 for r in raw if r[2] and r[4])
         assert sum(sum(s[4]) for s in py_stats.values()) == waited
+        for (name, queue), s in py_stats.items():  # the last timed run's, read to start
+            last = [r for r in raw if r[:2] == (name, queue) and r[2] and r[5]]
+            assert s[7] == (max(last[-1][2] - last[-1][5], 0.0) if last else None)
         assert all(len(tally) == 0 for tally in tallies)
 
 
 def test_run_tally_buckets_and_sums():
     for tally in both_tallies():
         tally.offset = 1000.0
-        tally.add("t", "q", 5.0, 5.02, b"1004500-0")  # ran 0.02 s, waited 0.5 s, 0.52 s in all
+        # ran 0.02 s, waited 0.5 s (0.52 s in all), read 0.25 s before it started
+        tally.add("t", "q", 5.0, 5.02, b"1004500-0", 4.75)
         tally.add("t", "q", 0.0, 0.0, None)  # counted, not timed
         [(key, st)] = tally.take().items()
-        assert key == ("t", "q") and st[0] == 2
+        assert key == ("t", "q") and st[0] == 2 and st[7] == 0.25
         assert math.isclose(st[1], 0.02) and st[2][RUN_BOUNDS.index(0.025)] == 1
         assert math.isclose(st[3], 0.5) and st[4][WAIT_BOUNDS.index(1.0)] == 1
         assert math.isclose(st[5], 0.52) and st[6][WAIT_BOUNDS.index(1.0)] == 1
@@ -455,6 +460,7 @@ def test_run_tally_buckets_and_sums():
 class _TallyChild:
     task_started = 100.0
     current_entry = None
+    batch_read_at = 99.5
 
 
 def test_run_tally_hook_counts_a_sync_success_and_hands_other_runs_on():
@@ -473,7 +479,11 @@ def test_run_tally_hook_counts_a_sync_success_and_hands_other_runs_on():
         tally.after_execute(_Task(is_async=True), message, 2, None)
         [(key, st)] = tally.take().items()
         assert key == ("t", "q") and st[0] == 2 and 0.06 <= st[1] < 10  # both timed by their end
-        assert [a[3] for a in seen] == [exc]
+        assert [a[3] for a in seen] == [exc] and st[7] is None  # prefetch not asked for
+    for tally in both_tallies(child=_TallyChild(), prefetch=True):
+        _TallyChild.task_started, _TallyChild.batch_read_at = 100.0, 99.5
+        tally.after_execute(_Task(), Message(id="2", task="t", queue="q"), 1, None)
+        assert tally.take()[("t", "q")][7] == 0.5
 
 
 # -- RunLog (the events' runs, packed as they end) -------------------------------------------

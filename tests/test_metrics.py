@@ -88,6 +88,56 @@ def test_task_metrics_have_celery_exporters_names(app, start_worker, r):
     assert _value(s, "fastq_lease_renewals_total", hostname=w.name) >= 0
 
 
+def test_flowers_prefetch_metrics_follow_a_batch(app, start_worker, r):
+    """Five 0.3 s tasks read in one batch: while they run, some wait in it (prefetched); the
+    last one started waited for the ones before it; once all ran, none is prefetched."""
+    from tests.apps.basic import slow_record
+
+    results = [slow_record.delay(i, 0.3) for i in range(5)]  # queued first: one read takes all
+    w, port = _start(start_worker, "--flower-metrics")
+    labels = {"worker": w.name, "task": slow_record.name}
+    seen = []
+
+    def all_done():
+        seen.append(_value(_scrape(port), "flower_worker_prefetched_tasks", **labels) or 0)
+        return all(res.ready() for res in results)
+
+    wait_for(all_done, 20, message="the five runs")
+    assert max(seen) >= 1  # some were waiting in the batch while another ran
+    assert [res.get(timeout=5) for res in results] == list(range(5))
+
+    def settled():
+        s = _scrape(port)
+        done = _value(s, "celery_task_succeeded_total", name=slow_record.name,
+                      hostname=w.name, queue_name="default") == 5
+        return s if done and _value(s, "flower_worker_prefetched_tasks", **labels) == 0 else None
+
+    s = wait_for(settled, 10, message="nothing prefetched once the worker is idle")
+    # five over at most two children: the last one a child started waited for two runs or more
+    assert 0.5 <= _value(s, "flower_task_prefetch_time_seconds", **labels) < 30
+
+
+def test_a_killed_childs_prefetched_tasks_are_not_counted(app, start_worker, r):
+    import os
+    import signal
+
+    from tests.apps.basic import slow_record
+
+    results = [slow_record.delay(i, 0.3) for i in range(8)]
+    w, port = _start(start_worker, "--flower-metrics")
+    labels = {"worker": w.name, "task": slow_record.name}
+    wait_for(lambda: (_value(_scrape(port), "flower_worker_prefetched_tasks", **labels) or 0) >= 2,
+             10, message="tasks waiting in a batch")
+    for pid in w.child_pids(r).values():  # its batch is run again by its replacement
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: all(res.ready() for res in results), 30, message="the runs, again")
+
+    def nothing_prefetched():
+        return _value(_scrape(port), "flower_worker_prefetched_tasks", **labels) == 0
+
+    wait_for(nothing_prefetched, 10, message="the dead children's counts gone")
+
+
 def test_async_runs_are_timed_like_sync_ones(app, start_worker, r):
     from tests.apps.basic import async_add
 

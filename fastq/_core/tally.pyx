@@ -8,6 +8,7 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 cdef enum:
     MAX_BOUNDS = 64
+    SUMS = 4  # per slot: run, wait and latency sums, the last prefetch time
 
 
 cdef inline Py_ssize_t _bucket(double* bounds, Py_ssize_t n, double value) noexcept:
@@ -42,7 +43,8 @@ cdef inline double _monotonic() noexcept:
 
 cdef class RunTally:
     """See ``tally_py.RunTally``. Each (name, queue) seen has a slot of C counters: a count,
-    the run, wait and latency buckets (``counts``) and their sums (``sums``)."""
+    the run, wait and latency buckets (``counts``), their sums and the last prefetch time
+    (``sums``, -1: none)."""
     cdef double rb[MAX_BOUNDS]
     cdef double wb[MAX_BOUNDS]
     cdef Py_ssize_t nr, nw, stride, slots, cap, count
@@ -55,8 +57,9 @@ cdef class RunTally:
     cdef readonly tuple run_bounds, wait_bounds
     cdef public object child, other
     cdef public double offset
+    cdef public bint prefetch
 
-    def __init__(self, run_bounds, wait_bounds, child=None, other=None):
+    def __init__(self, run_bounds, wait_bounds, child=None, other=None, prefetch=False):
         cdef Py_ssize_t i
         self.run_bounds, self.wait_bounds = tuple(run_bounds), tuple(wait_bounds)
         self.nr, self.nw = len(self.run_bounds), len(self.wait_bounds)
@@ -67,7 +70,7 @@ cdef class RunTally:
         for i in range(self.nw):
             self.wb[i] = self.wait_bounds[i]
         self.stride = 1 + self.nr + 2 * self.nw
-        self.child, self.other, self.offset = child, other, 0.0
+        self.child, self.other, self.offset, self.prefetch = child, other, 0.0, prefetch
         self.index, self.keys, self.last_slot = {}, [], -1
 
     def __dealloc__(self):
@@ -94,12 +97,13 @@ cdef class RunTally:
                 if counts == NULL:
                     raise MemoryError()
                 self.counts = counts
-                sums = <double*>PyMem_Realloc(self.sums, cap * 3 * sizeof(double))
+                sums = <double*>PyMem_Realloc(self.sums, cap * SUMS * sizeof(double))
                 if sums == NULL:
                     raise MemoryError()
                 self.sums, self.cap = sums, cap
             memset(self.counts + self.slots * self.stride, 0, self.stride * sizeof(long long))
-            memset(self.sums + self.slots * 3, 0, 3 * sizeof(double))
+            memset(self.sums + self.slots * SUMS, 0, 3 * sizeof(double))
+            self.sums[self.slots * SUMS + 3] = -1.0
             found = self.index[key] = self.slots
             self.keys.append(key)
             self.slots += 1
@@ -107,15 +111,17 @@ cdef class RunTally:
         return found
 
     cdef int _add(self, str name, str queue, double started, double ended,
-                  object entry) except -1:
+                  object entry, double read_at) except -1:
         cdef Py_ssize_t slot = self._slot(name, queue)
         cdef long long* c = self.counts + slot * self.stride
-        cdef double* s = self.sums + slot * 3
+        cdef double* s = self.sums + slot * SUMS
         cdef double runtime, enqueued, wait, latency
         self.count += 1
         c[0] += 1
         if not started:
             return 0
+        if read_at:
+            s[3] = started - read_at if started > read_at else 0.0
         runtime = ended - started
         s[0] += runtime
         c[1 + _bucket(self.rb, self.nr, runtime)] += 1
@@ -133,8 +139,9 @@ cdef class RunTally:
             c[1 + self.nr + self.nw + _bucket(self.wb, self.nw, latency)] += 1
         return 0
 
-    def add(self, str name, str queue, double started, double ended, entry):
-        self._add(name, queue, started, ended, entry)
+    def add(self, str name, str queue, double started, double ended, entry,
+            double read_at=0.0):
+        self._add(name, queue, started, ended, entry, read_at)
 
     def after_execute(self, task, message, result=None, exc=None):
         cdef object child = self.child
@@ -143,7 +150,7 @@ cdef class RunTally:
                 self.other(task, message, result, exc)
             return
         self._add(message.task, message.queue, child.task_started, _monotonic(),
-                  child.current_entry)
+                  child.current_entry, child.batch_read_at if self.prefetch else 0.0)
 
     def take(self):
         cdef dict out = {}
@@ -154,13 +161,17 @@ cdef class RunTally:
             c = self.counts + slot * self.stride
             if not c[0]:
                 continue
-            s = self.sums + slot * 3
+            s = self.sums + slot * SUMS
             out[self.keys[slot]] = [
                 c[0], s[0], [c[1 + i] for i in range(nr)],
                 s[1], [c[1 + nr + i] for i in range(nw)],
-                s[2], [c[1 + nr + nw + i] for i in range(nw)]]
+                s[2], [c[1 + nr + nw + i] for i in range(nw)],
+                s[3] if s[3] >= 0.0 else None]
         if self.slots:
             memset(self.counts, 0, self.slots * self.stride * sizeof(long long))
-            memset(self.sums, 0, self.slots * 3 * sizeof(double))
+            for slot in range(self.slots):
+                s = self.sums + slot * SUMS
+                s[0] = s[1] = s[2] = 0.0
+                s[3] = -1.0
         self.count = 0
         return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 TASK_LABELS = ("name", "hostname", "queue_name")
 # the events celery-exporter counts, by the Celery event type that names them
@@ -32,6 +32,10 @@ class Families:
     engine: dict[str, Counter]  # Child.engine_counts key -> fastq_<key>_total
     flower_events: Counter | None
     flower_runtime: Histogram | None
+    # the last started task's wait in its batch (per child; the most recent live one is shown),
+    # and the tasks read and not started yet (summed over live children)
+    flower_prefetch_time: Gauge | None = None
+    flower_prefetched: Gauge | None = None
 
 
 def create(flower: bool) -> Families:
@@ -55,4 +59,9 @@ def create(flower: bool) -> Families:
         counters, runtime, wait, latency, engine,
         Counter("flower_events", "Number of events", ("worker", "type", "task"), registry=None),
         Histogram("flower_task_runtime_seconds", "Task runtime", ("worker", "task"),
-                  buckets=BUCKETS, registry=None))
+                  buckets=BUCKETS, registry=None),
+        Gauge("flower_task_prefetch_time_seconds", "The time the task spent waiting at the "
+              "worker to be executed", ("worker", "task"), registry=None,
+              multiprocess_mode="livemostrecent"),
+        Gauge("flower_worker_prefetched_tasks", "Number of tasks of given type prefetched at "
+              "a worker", ("worker", "task"), registry=None, multiprocess_mode="livesum"))

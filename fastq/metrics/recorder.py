@@ -15,7 +15,7 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from fastq._core import RunTally
+from fastq._core import RunTally, decode_message
 from fastq.metrics import families
 from fastq.middleware import IGNORED, SKIPPED, Middleware, run_event
 
@@ -82,7 +82,9 @@ class TaskMetrics(Middleware):
         # successes not yet written, counted and timed as they end (fastq/_core/tally.pyx). Its
         # after_execute is the hook itself: a success costs no Python frame; other runs come
         # to _other_run
-        self._tally = RunTally(self._runtime.bounds, self._wait.bounds, None, self._other_run)
+        self._tally = RunTally(self._runtime.bounds, self._wait.bounds, None, self._other_run,
+                               prefetch=flower)
+        self._prefetched: dict[str, int] = {}  # task name -> read, not started (as written)
         self.after_execute = self._tally.after_execute  # type: ignore[method-assign]
         self._retrying: str | None = None
         self._child: Any = None
@@ -158,17 +160,39 @@ class TaskMetrics(Middleware):
         stats = self._tally.take()
         self._tally.offset = time.time() - time.monotonic()
         counts, host = self._counts, self.hostname
-        for (name, queue), (n, run_sum, runs, wait_sum, waits, lat_sum, lats) in stats.items():
+        prefetch_time = self.families.flower_prefetch_time
+        for (name, queue), (n, run_sum, runs, wait_sum, waits, lat_sum, lats,
+                            prefetch) in stats.items():
             key = (name, queue, "task-succeeded", "")
             counts[key] = counts.get(key, 0) + n
             self._runtime.merge((name, host, queue), run_sum, runs)
             self._wait.merge((name, queue), wait_sum, waits)
             self._latency.merge((name, queue), lat_sum, lats)
+            if prefetch is not None and prefetch_time is not None:
+                prefetch_time.labels(host, name).set(prefetch)
+
+    def _write_prefetched(self, child: Any) -> None:
+        """Flower's prefetched tasks: this child's batch not started yet, by task name (an
+        envelope nobody can read is not counted)."""
+        now: dict[str, int] = {}
+        for delivery in child.waiting():
+            try:
+                name = decode_message(delivery[3]).task
+            except Exception:  # noqa: BLE001 - it goes to the DLQ when its turn comes
+                continue
+            now[name] = now.get(name, 0) + 1
+        gauge = self.families.flower_prefetched
+        for name in now.keys() | self._prefetched.keys():
+            if now.get(name, 0) != self._prefetched.get(name, 0):
+                gauge.labels(self.hostname, name).set(now.get(name, 0))
+        self._prefetched = now
 
     def flush(self) -> None:
         """Write what was counted since the last flush into the families."""
         if self._child is not None:
             self._write_engine(self._child.engine_counts)
+            if self.flower:
+                self._write_prefetched(self._child)
         if len(self._tally):
             self._count_successes()
         if not (self._counts or self._runtime.pending or self._wait.pending):

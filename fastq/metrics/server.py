@@ -3,6 +3,7 @@ supervisor's scrape-time figures, served over HTTP from a thread of the supervis
 from __future__ import annotations
 
 import atexit
+import glob
 import os
 import shutil
 import tempfile
@@ -27,6 +28,27 @@ def prepare() -> str:
     return path
 
 
+class DeadChildren:
+    """Before each scrape, the files of the live-mode gauges a child that is gone left behind
+    (killed, or restarted) are dropped, so that no sum counts a dead child's last value."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def collect(self) -> list:
+        from prometheus_client import multiprocess
+
+        for found in glob.glob(os.path.join(self.path, "gauge_live*_*.db")):
+            pid = int(found.rsplit("_", 1)[1][:-3])
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                multiprocess.mark_process_dead(pid, self.path)
+            except PermissionError:  # alive, someone else's
+                pass
+        return []
+
+
 def serve(worker: Any, port: int, host: str = "0.0.0.0", flower: bool = False) -> Any:  # noqa: S104
     """Start serving ``/metrics`` for ``worker`` (the Supervisor); returns the HTTP server."""
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
@@ -34,6 +56,7 @@ def serve(worker: Any, port: int, host: str = "0.0.0.0", flower: bool = False) -
     from fastq.metrics.collector import WorkerCollector
 
     registry = CollectorRegistry()
+    registry.register(DeadChildren(os.environ[ENV]))  # first: collectors run in this order
     multiprocess.MultiProcessCollector(registry)
     registry.register(WorkerCollector(worker, worker.app.broker.with_timeout(2.0), flower))
     server, _thread = start_http_server(port, addr=host, registry=registry)

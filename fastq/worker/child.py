@@ -110,6 +110,11 @@ class Child:
         # batch came from (the supervisor's view of what the child is busy with)
         self._origin: tuple[str, bytes] = ("", b"")
         self._next_batch: list[Delivery] | None = None  # read with the last round's outcomes
+        # the batch read last (being run, or next), how many of it have started, and when it
+        # was read (time.monotonic()): Flower's prefetched tasks and prefetch time (metrics)
+        self.batch: list[Delivery] = []
+        self.batch_started = 0
+        self.batch_read_at = 0.0
         self._last_flush = time.monotonic()
         self._next_heartbeat = 0.0
         self._log = log.bind(consumer=consumer)
@@ -284,8 +289,13 @@ class Child:
         else:
             self._release.extend(release)
 
+    def waiting(self) -> list[Delivery]:
+        """The deliveries read and not started yet (the rest of the batch)."""
+        return self.batch[self.batch_started:]
+
     def _read(self, deliveries: list[Delivery], counts: list[int] | None,
               release: Release | None) -> None:
+        self.batch, self.batch_started, self.batch_read_at = deliveries, 0, time.monotonic()
         if release is not None:  # sent (kept for the next try if the read raised)
             self._release = None
             self._report_sent(release)
@@ -406,16 +416,20 @@ class Child:
     # -- select and execute -----------------------------------------------------------------
     def process(self, deliveries: list[Delivery]) -> None:
         """Run a fetched batch in weighted-fair priority order."""
+        if deliveries is not self.batch:  # read elsewhere (recovered, reclaimed)
+            self.batch_read_at = time.monotonic()
         if self._rate_gate is not None:
             self._rate_gate.new_batch()
         if len({d[1] for d in deliveries}) > 1:
             deliveries = self._order(deliveries)
+        self.batch = deliveries
         release_after = self.conf.release_after_ms / 1000.0
         i = 0
         while i < len(deliveries):
             started = time.monotonic()
             done = self._done
             settled = len(done.nodes)
+            self.batch_started = i + 1
             self._execute(deliveries[i])
             i += 1
             if len(done.nodes) > settled and done is self._done:  # a graph node, not yet written
@@ -427,6 +441,7 @@ class Child:
                 rest = deliveries[i:]
                 deliveries = deliveries[:i] + [d for d in rest if d[2] is None] + \
                     self.broker.still_owned(self.consumer, [d for d in rest if d[2] is not None])
+                self.batch = deliveries
         if self._async_batch:
             self._run_async_batch()
 
