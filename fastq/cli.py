@@ -143,7 +143,7 @@ def worker(ctx, app_spec, concurrency, queues, prefetch, prefetch_multiplier, lo
     if pidfile:
         with open(pidfile, "w") as f:
             f.write(f"{os.getpid()}\n")
-    beat_pid = _fork_beat(app) if embed_beat else None
+    beat_pid = _fork_beat(app, bool(metrics_port)) if embed_beat else None
     try:
         code = sup.run()
     finally:
@@ -447,10 +447,11 @@ def _check_beat_schedule(app) -> None:
         raise click.UsageError(str(exc)) from exc
 
 
-def _fork_beat(app) -> int:
+def _fork_beat(app, metrics: bool = False) -> int:
     """``worker -B``: the beat in a forked process of its own (a thread would be copied, mid-lock
     perhaps, into every child the supervisor forks). It stops with the worker, or by itself when
-    the worker process is gone."""
+    the worker process is gone. With ``metrics`` its figures go into the worker's metrics files
+    (fastq/metrics/beat.py)."""
     import signal
 
     import structlog
@@ -468,7 +469,15 @@ def _fork_beat(app) -> int:
             beat = Beat(app, parent_pid=parent)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: beat.stop())
+            files = None
+            if metrics:
+                from fastq.metrics.beat import BeatFiles
+
+                files = BeatFiles(beat)
+                files.start()
             beat.run()
+            if files is not None:
+                files.stop()
             code = 0
         except BaseException:  # noqa: BLE001 - logged; the worker goes on without a beat
             structlog.get_logger("fastq.beat").exception("embedded beat crashed")

@@ -532,6 +532,35 @@ def test_worker_with_embedded_beat_fires(r, start_worker):
         os.kill(beat_pid, 0)
 
 
+def test_worker_with_embedded_beat_serves_its_fires(r, start_worker):
+    """``worker -B --metrics-port``: the beat's process writes its figures into the worker's
+    metrics files; the worker's /metrics shows them with its own."""
+    import re
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    worker = start_worker(concurrency=1, queues="beat", module="tests.apps.beat_app",
+                          extra=["-B", "--metrics-port", str(port), "--metrics-host",
+                                 "127.0.0.1"], env=BEAT_ENV)
+
+    def fired_twice():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return None
+        found = re.search(r'^fastq_beat_fires_total\{entry="every-second"\} (\S+)$', text, re.M)
+        return text if found and float(found.group(1)) >= 2 else None
+
+    text = wait_for(fired_twice, 15, interval=0.2, message="the embedded beat's fires")
+    assert re.search(r'^fastq_beat_leader\{beat="[^"]+"\} 1\.0$', text, re.M), text
+    assert re.search(r'^celery_worker_up\{hostname="[^"]+"\} 1\.0$', text, re.M)  # the worker's
+    assert worker.stop() == 0
+
+
 def test_beat_serves_its_fires_on_metrics_port(r, start_beat):
     """``fastq beat --metrics-port``: the entry's fires counted as they are sent, and the
     leader flag (docs/metrics.md)."""
