@@ -1,7 +1,8 @@
 """Prometheus metrics (docs/metrics.md): ``fastq worker --metrics-port N``.
 
-Children count what they run in plain dicts and write the counts into prometheus-client's
-multiprocess files once per round (``after_flush``), never per task (:mod:`.recorder`). The
+Children count what they run as it ends (in the Cython core's C counters) and write the counts
+into prometheus-client's multiprocess files at most every 0.25 s while busy (``after_flush``)
+and as they go idle (``child_idle``), never per task (:mod:`.recorder`). The
 supervisor serves ``/metrics``: the children's files merged, plus what it reads at scrape time
 (its own pool, and, on the one worker holding the ``metrics`` role, the queue-wide figures) from
 :mod:`.collector`. Names and labels are celery-exporter's (``celery_task_*``,
