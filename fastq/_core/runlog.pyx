@@ -7,7 +7,7 @@ from cpython.object cimport PyObject_Repr
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.string cimport memcpy
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from fastq._core.clock cimport monotonic
 
 import msgpack
 
@@ -103,13 +103,6 @@ cdef int _pack(Buffer* b, object obj) except -1:
     return _put(b, PyBytes_AS_STRING(other), PyBytes_GET_SIZE(other))
 
 
-cdef inline double _monotonic() noexcept:
-    """``time.monotonic()``, as CPython computes it on Linux."""
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <double>(ts.tv_sec * 1000000000LL + ts.tv_nsec) / 1e9
-
-
 cdef class RunLog:
     """See ``runlog_py.RunLog``."""
     cdef Buffer b
@@ -168,7 +161,7 @@ cdef class RunLog:
             _pack(&self.b, message.queue)
             _pack(&self.b, SUCCEEDED)
             _pack(&self.b, child.task_started)
-            _put_double(&self.b, _monotonic())
+            _put_double(&self.b, monotonic())
             _pack(&self.b, text)
         except BaseException:
             self.b.size = mark

@@ -4,7 +4,7 @@ pure twin; same arguments, same results)."""
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.string cimport memset
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from fastq._core.clock cimport monotonic
 
 cdef enum:
     MAX_BOUNDS = 64
@@ -32,13 +32,6 @@ cdef inline double _entry_seconds(bytes entry):
             break
         ms = ms * 10 + (p[i] - 48)
     return ms / 1000.0
-
-
-cdef inline double _monotonic() noexcept:
-    """``time.monotonic()``, as CPython computes it on Linux."""
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <double>(ts.tv_sec * 1000000000LL + ts.tv_nsec) / 1e9
 
 
 cdef class RunTally:
@@ -149,7 +142,7 @@ cdef class RunTally:
             if self.other is not None:
                 self.other(task, message, result, exc)
             return
-        self._add(message.task, message.queue, child.task_started, _monotonic(),
+        self._add(message.task, message.queue, child.task_started, monotonic(),
                   child.current_entry, child.batch_read_at if self.prefetch else 0.0)
 
     def take(self):
