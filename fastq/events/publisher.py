@@ -72,7 +72,6 @@ class TaskEvents(Middleware):
     def __init__(self, app: Any):
         self.app = app
         self._broker: Any = None
-        self._child: Any = None
         self._hostname = ""
         self._pid = 0
         self._clock = 0
@@ -91,7 +90,6 @@ class TaskEvents(Middleware):
 
     def child_init(self, child: Any) -> None:
         self._broker = child.broker
-        self._child = child
         self._hostname = child.consumer.rsplit(":", 1)[0]
         self._pid = os.getpid()
         self._runs.child = child
@@ -107,8 +105,8 @@ class TaskEvents(Middleware):
     def _other_run(self, task: Any, message: Any, result: Any,
                    exc: BaseException | None) -> None:
         """A run that raised: its outcome, and what that outcome's event says."""
-        child = self._child
-        if child is None or exc is None:  # run outside a worker (eager): no worker, no events
+        child = self._runs.child
+        if child is None:  # run outside a worker (eager): no worker, no events
             return
         started = child.task_started
         retried = self._retrying == message.id

@@ -13,25 +13,28 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 
+# (name, help, labels) of the beat's figures, the same from both ways of exporting them
+FIRES = ("fastq_beat_fires", "Periodic tasks this beat sent.", ["entry"])
+MISSES = ("fastq_beat_misses", "Instants due that were not sent (reason: downtime, stalled, "
+          "failed).", ["entry", "reason"])
+LEADER = ("fastq_beat_leader", "1 while this beat holds the leader lease (and fires).", ["beat"])
+
+
 class BeatCollector:
     def __init__(self, beat: Any):
         self.beat = beat
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         beat = self.beat
-        fires = CounterMetricFamily("fastq_beat_fires", "Periodic tasks this beat sent.",
-                                    labels=["entry"])
+        fires = CounterMetricFamily(*FIRES[:2], labels=FIRES[2])
         for name in beat.entries:
             fires.add_metric([name], beat.fires[name])
         yield fires
-        misses = CounterMetricFamily(
-            "fastq_beat_misses", "Instants due that were not sent (reason: downtime, stalled, "
-            "failed).", labels=["entry", "reason"])
+        misses = CounterMetricFamily(*MISSES[:2], labels=MISSES[2])
         for (name, why), count in sorted(beat.misses.items()):
             misses.add_metric([name, why], count)
         yield misses
-        leader = GaugeMetricFamily("fastq_beat_leader", "1 while this beat holds the leader "
-                                   "lease (and fires).", labels=["beat"])
+        leader = GaugeMetricFamily(*LEADER[:2], labels=LEADER[2])
         leader.add_metric([beat.id], 1 if beat.is_leader else 0)
         yield leader
 
@@ -54,12 +57,9 @@ class BeatFiles:
         from prometheus_client import Counter, Gauge
 
         self.beat, self.every = beat, every
-        self.fires = Counter("fastq_beat_fires", "Periodic tasks this beat sent.", ["entry"],
-                             registry=None)
-        self.misses = Counter("fastq_beat_misses", "Instants due that were not sent (reason: "
-                              "downtime, stalled, failed).", ["entry", "reason"], registry=None)
-        self.leader = Gauge("fastq_beat_leader", "1 while this beat holds the leader lease (and "
-                            "fires).", ["beat"], registry=None, multiprocess_mode="livemax")
+        self.fires = Counter(*FIRES, registry=None)
+        self.misses = Counter(*MISSES, registry=None)
+        self.leader = Gauge(*LEADER, registry=None, multiprocess_mode="livemax")
         self._written: dict[Any, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="fastq-beat-metrics")

@@ -5,9 +5,10 @@ a microsecond); a fastq no-op task costs a few. So a successful run is counted, 
 bucketed as it ends by the Cython core (``fastq._core.RunTally``, whose ``after_execute`` is the
 hook itself: no Python frame), in C counters per task name and queue; the counts reach the
 families, one increment per label set and bucket, at most every ``WRITE_EVERY_S`` while the
-child is busy (after a round's outcomes are written) and whenever it is about to wait for work (``child_idle``), so a scrape
-of an idle worker sees every run. Other outcomes (rare on a hot path) are counted as they
-happen. A child killed outright loses what it had not written (at most ``WRITE_EVERY_S``).
+child is busy (after a round's outcomes are written) and whenever it is about to wait for work
+(``child_idle``), so a scrape of an idle worker sees every run. Other outcomes (rare on a hot
+path) are counted as they happen. A child killed outright loses what it had not written (at
+most ``WRITE_EVERY_S``).
 """
 from __future__ import annotations
 
@@ -87,7 +88,6 @@ class TaskMetrics(Middleware):
         self._prefetched: dict[str, int] = {}  # task name -> read, not started (as written)
         self.after_execute = self._tally.after_execute  # type: ignore[method-assign]
         self._retrying: str | None = None
-        self._child: Any = None
         self._engine_written: dict[str, int] = {}  # Child.engine_counts already written
         self._next_write = 0.0  # time.monotonic() from which after_flush writes again
 
@@ -99,7 +99,7 @@ class TaskMetrics(Middleware):
 
     # -- hooks ------------------------------------------------------------------------------
     def child_init(self, child: Any) -> None:
-        self._child = self._tally.child = child
+        self._tally.child = child
         self._tally.offset = time.time() - time.monotonic()
         self.hostname = child.consumer.rsplit(":", 1)[0]
 
@@ -189,10 +189,11 @@ class TaskMetrics(Middleware):
 
     def flush(self) -> None:
         """Write what was counted since the last flush into the families."""
-        if self._child is not None:
-            self._write_engine(self._child.engine_counts)
+        child = self._tally.child
+        if child is not None:
+            self._write_engine(child.engine_counts)
             if self.flower:
-                self._write_prefetched(self._child)
+                self._write_prefetched(child)
         if len(self._tally):
             self._count_successes()
         if not (self._counts or self._runtime.pending or self._wait.pending):

@@ -98,8 +98,8 @@ class Child:
         self._interrupted = False  # a broker error cut a round short (see run_once)
         self.current_stream = ""  # the stream of the delivery being run (for the steps)
         self.current_entry: bytes | None = None  # ... and its entry id (None: a chain step)
-        self.current_data = b""  # ... and its envelope, as read (a sync run's, for the events)
-        self.task_started = 0.0  # time.monotonic() as the running task started (async: its coroutine)
+        self.current_data = b""  # ... and its envelope, as read (for the events)
+        self.task_started = 0.0  # time.monotonic() as the running task (async: coroutine) began
         self._queues: dict[str, str] = {}  # stream key -> its queue
         self._loop: asyncio.AbstractEventLoop | None = None
         self._async_batch: list[tuple[Task, Message, tuple, dict, Delivery]] = []
