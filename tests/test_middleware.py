@@ -52,6 +52,9 @@ def test_every_hook_fires_where_it_should(app, hooked_worker, hook_log, r):
         skipped.get(timeout=20)
     assert skipped.state == "REVOKED"
     wait_for(lambda: len(hook_log("on_dead_letter")) == 2, 20, message="two dead letters")
+    # a run's on_dead_letter comes just before its after_execute: wait for that one too
+    wait_for(lambda: len([row for row in hook_log("after_execute") if row["id"] == flaky.id]) >= 2,
+             10, message="the retried run's after_execute")
 
     executed = {row["id"]: row for row in hook_log("before_execute")}
     assert set(executed) == ids and {row["header"] for row in executed.values()} == {"recorder"}

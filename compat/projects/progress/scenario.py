@@ -13,12 +13,13 @@ def watch(result, timeout):
     seen = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        done = result.ready()  # asked first: once done, the state read next is the final one
         state, info = result.state, result.info
         if state not in ('PENDING',):
             pair = (state, info if isinstance(info, dict) else repr(info))
             if not seen or seen[-1] != pair:
                 seen.append(pair)
-        if result.ready():
+        if done:
             break
         time.sleep(0.02)
     return seen
